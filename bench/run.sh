@@ -1,0 +1,400 @@
+#!/usr/bin/env bash
+# bench/run.sh: fwatchdog benchmark (see bench/README.md). Run through `make bench`, which sets
+# FWATCHDOG and RAWSPAWN to absolute paths. Everything runs on 127.0.0.1; every watchdog started
+# here gets SIGTERM (then SIGKILL after 5 s) on exit, including on errors and Ctrl-C.
+# Knobs: BENCH_DURATION (wrk and rawspawn seconds, 5), BENCH_STARTS (exec-to-ready starts, 20),
+# BENCH_ECHO_MIB (streaming echo size, 256).
+set -u -o pipefail
+
+FWATCHDOG=${FWATCHDOG:?FWATCHDOG must be the absolute path of build/fwatchdog}
+RAWSPAWN=${RAWSPAWN:?RAWSPAWN must be the absolute path of build/rawspawn}
+DURATION=${BENCH_DURATION:-5}
+STARTS=${BENCH_STARTS:-20}
+ECHO_MIB=${BENCH_ECHO_MIB:-256}
+CONNS=8
+THREADS=2
+PAYLOAD=64
+MODES=(classic serializing streaming)
+if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=python3; fi
+
+WORK=$(mktemp -d /tmp/fwatchdog-bench.XXXXXX) || exit 1
+PIDS=()     # every watchdog started and not yet reaped
+FAILS=()    # one line per failure, printed at the end
+WD_PID=0
+WD_PORT=0
+WD_LOG=
+
+note_fail() {
+    FAILS+=("$*")
+    echo "bench: FAILED: $*" >&2
+}
+
+is_live() { # pid: running and not a zombie
+    [ -r "/proc/$1/stat" ] || return 1
+    local st
+    st=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# SIGTERM, wait up to 5 s, then SIGKILL; reap. Prints nothing; sets STOP_RC.
+stop_wd() {
+    local pid=$1 i
+    STOP_RC=0
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        is_live "$pid" || break
+        sleep 0.05
+    done
+    if is_live "$pid"; then
+        echo "bench: watchdog $pid still alive 5 s after SIGTERM: SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    STOP_RC=$?
+    local keep=()
+    for i in "${PIDS[@]}"; do [ "$i" != "$pid" ] && keep+=("$i"); done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# shellcheck disable=SC2317 # called through trap
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_wd "$pid"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+now_ms() { date +%s%3N; }
+
+# start_wd NAME MODE: start a watchdog (fprocess=cat) and wait for "Listening on port: N" on its
+# stderr and a 200 from /_/health. Sets WD_PID, WD_PORT, WD_LOG, WD_T0 (ms). Returns 1 on failure.
+start_wd() {
+    local name=$1 mode=$2 i port=
+    WD_LOG=$WORK/$name.stderr
+    mkdir -p "$WORK/tmp.$name"
+    WD_T0=$(now_ms)
+    env -i PATH="$PATH" mode="$mode" fprocess=cat port=0 metrics_port=0 bind_address=127.0.0.1 \
+        TMPDIR="$WORK/tmp.$name" healthcheck_interval=0 \
+        "$FWATCHDOG" </dev/null >"$WORK/$name.stdout" 2>"$WD_LOG" &
+    WD_PID=$!
+    PIDS+=("$WD_PID")
+    for ((i = 0; i < 200; i++)); do
+        port=$(grep -m1 -aoE 'Listening on port: [0-9]+' "$WD_LOG" | grep -oE '[0-9]+$')
+        [ -n "$port" ] && break
+        if ! is_live "$WD_PID"; then
+            stop_wd "$WD_PID"
+            note_fail "$name: watchdog exited with status $STOP_RC before listening; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+            return 1
+        fi
+        sleep 0.025
+    done
+    if [ -z "$port" ] || [ "$port" = 0 ]; then
+        note_fail "$name: no 'Listening on port: N' (N > 0) on stderr within 5 s; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+        stop_wd "$WD_PID"
+        return 1
+    fi
+    WD_PORT=$port
+    local code=
+    for ((i = 0; i < 200; i++)); do
+        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$WD_PORT/_/health")
+        [ "$code" = 200 ] && return 0
+        sleep 0.025
+    done
+    note_fail "$name: GET /_/health did not answer 200 within 5 s (last: $code)"
+    stop_wd "$WD_PID"
+    return 1
+}
+
+status_kib() { # pid field -> kB
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+kib_to_mib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }' || echo FAILED; }
+
+# wrk latency field (e.g. 812.00us, 1.20ms, 1.01s) -> ms
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        else if (u != "ms") { print "?"; exit }
+        printf "%.2f", n }'
+}
+
+# ---------------------------------------------------------------------------------------------
+command -v wrk >/dev/null || {
+    if [ "$(id -u)" = 0 ]; then
+        echo "bench: installing wrk" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null
+    fi
+    command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install wrk" >&2; exit 1; }
+}
+command -v curl >/dev/null || { echo "bench: curl missing: apt-get install curl" >&2; exit 1; }
+[ -x "$FWATCHDOG" ] || { echo "bench: $FWATCHDOG is not executable (run make first)" >&2; exit 1; }
+[ -x "$RAWSPAWN" ] || { echo "bench: $RAWSPAWN is not executable" >&2; exit 1; }
+
+head -c "$PAYLOAD" /dev/zero | tr '\0' x >"$WORK/payload"
+cat >"$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = string.rep("x", $PAYLOAD)
+wrk.headers["Content-Type"] = "text/plain"
+EOF
+
+# 1. raw spawn rate: no HTTP, same handler, same concurrency.
+echo "bench: rawspawn ${DURATION}s x $CONNS children" >&2
+RAW_OUT=$("$RAWSPAWN" "$DURATION" "$CONNS" "$PAYLOAD" cat 2>"$WORK/rawspawn.err")
+RAW_RC=$?
+RAW_RATE=$(sed -nE 's/.* spawns\/s=([0-9.]+).*/\1/p' <<<"$RAW_OUT")
+RAW_P50=$(sed -nE 's/.* p50_us=([0-9]+).*/\1/p' <<<"$RAW_OUT")
+RAW_P99=$(sed -nE 's/.* p99_us=([0-9]+).*/\1/p' <<<"$RAW_OUT")
+RAW_ERR=$(sed -nE 's/.* errors=([0-9]+).*/\1/p' <<<"$RAW_OUT")
+if [ "$RAW_RC" != 0 ] || [ -z "$RAW_RATE" ]; then
+    note_fail "rawspawn: exit $RAW_RC: $RAW_OUT $(cat "$WORK/rawspawn.err")"
+fi
+
+# 2. each fork mode under wrk; streaming also gives the idle RSS.
+declare -A RPS P50 P99 ERRS HWM
+IDLE_RSS=
+for mode in "${MODES[@]}"; do
+    RPS[$mode]=FAILED P50[$mode]=- P99[$mode]=- ERRS[$mode]=- HWM[$mode]=-
+    echo "bench: $mode: wrk -t$THREADS -c$CONNS -d${DURATION}s" >&2
+    start_wd "$mode" "$mode" || continue
+    if [ "$mode" = streaming ]; then
+        left=$((1000 - ($(now_ms) - WD_T0)))
+        [ "$left" -gt 0 ] && sleep "$(awk -v l="$left" 'BEGIN { printf "%.3f", l / 1000 }')"
+        IDLE_RSS=$(status_kib "$WD_PID" VmRSS)
+    fi
+    # One checked request first, so a broken mode is reported with what it answered.
+    code=$(curl -sS -m 5 -o "$WORK/$mode.body" -w '%{http_code}' -H 'Content-Type: text/plain' \
+        --data-binary @"$WORK/payload" "http://127.0.0.1:$WD_PORT/" 2>"$WORK/$mode.curl")
+    if [ "$code" != 200 ] || ! cmp -s "$WORK/payload" "$WORK/$mode.body"; then
+        note_fail "$mode: POST of $PAYLOAD bytes to cat: HTTP $code, body $(head -c 120 "$WORK/$mode.body" | tr -c '[:print:]' '.') $(cat "$WORK/$mode.curl")"
+        stop_wd "$WD_PID"
+        continue
+    fi
+    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" \
+        "http://127.0.0.1:$WD_PORT/" >"$WORK/$mode.wrk" 2>&1
+    wrc=$?
+    HWM[$mode]=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
+    is_live "$WD_PID" || note_fail "$mode: watchdog died during wrk; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+    stop_wd "$WD_PID"
+    [ "$STOP_RC" = 0 ] || note_fail "$mode: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$WORK/$mode.wrk")
+    if [ "$wrc" != 0 ] || [ -z "$rps" ]; then
+        note_fail "$mode: wrk exit $wrc: $(tail -n 3 "$WORK/$mode.wrk" | tr '\n' ' ')"
+        continue
+    fi
+    RPS[$mode]=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
+    P50[$mode]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$WORK/$mode.wrk")")
+    P99[$mode]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$WORK/$mode.wrk")")
+    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$WORK/$mode.wrk")
+    sockerr=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$WORK/$mode.wrk")
+    ERRS[$mode]=$((${non2xx:-0} + ${sockerr:-0}))
+    if [ "${ERRS[$mode]}" != 0 ]; then
+        note_fail "$mode: wrk saw ${non2xx:-0} non-2xx responses and ${sockerr:-0} socket errors; watchdog stderr: $(grep -v -m3 -e 'Listening' "$WD_LOG" | tr '\n' ' ')"
+    fi
+done
+
+# 3. exec-to-ready, median of $STARTS starts (streaming, fprocess=cat).
+echo "bench: exec-to-ready x $STARTS" >&2
+mkdir -p "$WORK/tmp.ready"
+READY_OUT=$("$PY" - "$FWATCHDOG" "$STARTS" "$WORK/tmp.ready" 2>&1 <<'PYEOF'
+import os, re, select, signal, socket, statistics, subprocess, sys, time
+
+fw, n, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "mode": "streaming", "fprocess": "cat",
+       "port": "0", "metrics_port": "0", "bind_address": "127.0.0.1", "TMPDIR": tmp,
+       "healthcheck_interval": "0"}
+rx = re.compile(rb"Listening on port: (\d+)")
+listen_ms, health_ms = [], []
+
+def health_ok(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /_/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+for i in range(n):
+    t0 = time.perf_counter()
+    p = subprocess.Popen([fw], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        fd, buf, port = p.stderr.fileno(), b"", None
+        while port is None:
+            left = t0 + 5 - time.perf_counter()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                sys.exit("start %d: no 'Listening on port' within 5 s: %r" % (i, buf[-200:]))
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                sys.exit("start %d: exited (%s) before listening: %r" % (i, p.wait(), buf[-200:]))
+            buf += chunk
+            m = rx.search(buf)
+            if m and int(m.group(1)) > 0:
+                port = int(m.group(1))
+        t1 = time.perf_counter()
+        while not health_ok(port):
+            if time.perf_counter() - t0 > 5:
+                sys.exit("start %d: /_/health not 200 within 5 s" % i)
+            time.sleep(0.0002)
+        t2 = time.perf_counter()
+        listen_ms.append((t1 - t0) * 1000)
+        health_ms.append((t2 - t0) * 1000)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+print("listen_ms=%.2f health_ms=%.2f" % (statistics.median(listen_ms), statistics.median(health_ms)))
+PYEOF
+)
+READY_RC=$?
+READY_LISTEN=$(sed -nE 's/.*listen_ms=([0-9.]+).*/\1/p' <<<"$READY_OUT")
+READY_HEALTH=$(sed -nE 's/.*health_ms=([0-9.]+).*/\1/p' <<<"$READY_OUT")
+if [ "$READY_RC" != 0 ] || [ -z "$READY_HEALTH" ]; then
+    note_fail "exec-to-ready: $READY_OUT"
+fi
+
+# 4. streaming echo of $ECHO_MIB MiB through cat: send and receive at once, on a fresh watchdog.
+echo "bench: streaming echo of $ECHO_MIB MiB" >&2
+ECHO_RATE=FAILED ECHO_HWM=-
+if start_wd echo streaming; then
+    ECHO_OUT=$("$PY" - "$WD_PORT" "$ECHO_MIB" 2>&1 <<'PYEOF'
+import socket, sys, threading, time
+
+port, mib = int(sys.argv[1]), int(sys.argv[2])
+total = mib << 20
+t0 = time.perf_counter()
+s = socket.create_connection(("127.0.0.1", port), timeout=60)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % total)
+send_err = []
+
+def sender():
+    block, left = bytes(256 << 10), total
+    try:
+        while left:
+            k = min(left, len(block))
+            s.sendall(memoryview(block)[:k])
+            left -= k
+    except OSError as e:
+        send_err.append(e)
+
+th = threading.Thread(target=sender, daemon=True)
+th.start()
+buf = bytearray()
+
+def more():
+    d = s.recv(1 << 20)
+    if not d:
+        raise EOFError("connection closed after %d body bytes" % got)
+    buf.extend(d)
+
+got = zeros = 0
+while b"\r\n\r\n" not in buf:
+    more()
+end = buf.index(b"\r\n\r\n")
+head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+del buf[:end + 4]
+status = head[0].split(" ")[1]
+hdrs = {h.split(":", 1)[0].strip().lower(): h.split(":", 1)[1].strip() for h in head[1:] if ":" in h}
+if status != "200":
+    sys.exit("echo: HTTP %s %s %r" % (status, hdrs, bytes(buf[:200])))
+
+def body(k):  # count k bytes of body at the front of buf
+    global got, zeros
+    zeros += buf.count(b"\0", 0, k)
+    got += k
+    del buf[:k]
+
+if hdrs.get("transfer-encoding", "").lower() == "chunked":
+    while True:
+        while b"\r\n" not in buf:
+            more()
+        i = buf.index(b"\r\n")
+        size = int(bytes(buf[:i]).split(b";")[0], 16)
+        del buf[:i + 2]
+        if size == 0:
+            break
+        while size:
+            if not buf:
+                more()
+            k = min(size, len(buf))
+            body(k)
+            size -= k
+        while len(buf) < 2:
+            more()
+        del buf[:2]
+else:
+    want = int(hdrs.get("content-length", -1))
+    try:
+        while want < 0 or got < want:
+            if not buf:
+                more()
+            body(len(buf) if want < 0 else min(len(buf), want - got))
+    except EOFError:
+        if want >= 0:
+            raise
+t1 = time.perf_counter()
+th.join(5)
+if send_err:
+    sys.exit("echo: sending failed: %s" % send_err[0])
+if got != total or zeros != total:
+    sys.exit("echo: sent %d bytes, got back %d (%d zero bytes)" % (total, got, zeros))
+print("mib_s=%.1f seconds=%.2f" % (mib / (t1 - t0), t1 - t0))
+PYEOF
+)
+    echo_rc=$?
+    ECHO_HWM=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
+    stop_wd "$WD_PID"
+    ECHO_RATE=$(sed -nE 's/.*mib_s=([0-9.]+).*/\1/p' <<<"$ECHO_OUT")
+    if [ "$echo_rc" != 0 ] || [ -z "$ECHO_RATE" ]; then
+        ECHO_RATE=FAILED
+        note_fail "echo $ECHO_MIB MiB: $(tail -n 2 <<<"$ECHO_OUT" | tr '\n' ' ') watchdog stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+ratio() { # watchdog rate / raw rate
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'
+}
+us_to_ms() { [ -n "$1" ] && awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' || echo -; }
+VERSION=$(env -i timeout 2 "$FWATCHDOG" --version 2>/dev/null </dev/null) && VERSION=${VERSION%%$'\n'*} || VERSION=
+
+echo
+echo "## fwatchdog benchmark"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- machine: $(uname -m), nproc $(nproc), CPU: $(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "- kernel: $(uname -r); binary: $FWATCHDOG${VERSION:+ ($VERSION)}"
+echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, POST $PAYLOAD bytes, fprocess=cat, 127.0.0.1"
+echo
+echo "| mode | req/s | p50 ms | p99 ms | errors | peak RSS after wrk (MiB) | watchdog/raw |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+printf '| raw spawn (rawspawn, no HTTP) | %s | %s | %s | %s | - | 1.00 |\n' \
+    "$(awk -v r="${RAW_RATE:-0}" 'BEGIN { if (r > 0) printf "%.0f", r; else print "FAILED" }')" \
+    "$(us_to_ms "$RAW_P50")" "$(us_to_ms "$RAW_P99")" "${RAW_ERR:--}"
+for mode in "${MODES[@]}"; do
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$mode" "${RPS[$mode]}" "${P50[$mode]}" \
+        "${P99[$mode]}" "${ERRS[$mode]}" "${HWM[$mode]}" "$(ratio "${RPS[$mode]}" "${RAW_RATE:-0}")"
+done
+echo
+echo "| figure | value |"
+echo "|---|---:|"
+echo "| idle RSS, streaming (VmRSS 1 s after start) | $(kib_to_mib "$IDLE_RSS") MiB |"
+echo "| exec → \`Listening on port\` (median of $STARTS) | ${READY_LISTEN:-FAILED} ms |"
+echo "| exec → first 200 from \`GET /_/health\` (median of $STARTS) | ${READY_HEALTH:-FAILED} ms |"
+echo "| $ECHO_MIB MiB echo through cat, streaming | $ECHO_RATE MiB/s |"
+echo "| peak RSS after the echo (VmHWM) | $ECHO_HWM MiB |"
+if [ "${#FAILS[@]}" -gt 0 ]; then
+    echo
+    echo "Failures:"
+    for f in "${FAILS[@]}"; do echo "- $f"; done
+    exit 1
+fi
+exit 0

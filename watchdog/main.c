@@ -1,0 +1,300 @@
+/* main.c: owns the process: argv, configuration, wiring, signals, the shutdown sequence and
+ * the exit code (no other file exits). As PID 1 it needs no shim: child.c is the only SIGCHLD
+ * owner and reaps every child, orphans included. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <uv.h>
+
+#include "child.h"
+#include "config.h"
+#include "health.h"
+#include "log.h"
+#include "mode.h"
+#include "server.h"
+#include "wd.h"
+
+extern char **environ;
+
+struct shutdown {
+    struct wd_app *app;
+    struct wd_health *health;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t timer;
+    bool is_started;
+    int exit_code;
+};
+
+/* Go's time.Duration.String() for whole milliseconds: 30s, 1m0s, 250ms, 1.5s, 0s. */
+static void go_duration(char *out, size_t outlen, uint64_t ms)
+{
+    if (ms == 0) {
+        snprintf(out, outlen, "0s");
+    } else if (ms < 1000) {
+        snprintf(out, outlen, "%llums", (unsigned long long)ms);
+    } else {
+        uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+        char sec[32];
+        if (frac == 0) {
+            snprintf(sec, sizeof sec, "%llus", (unsigned long long)s);
+        } else {
+            snprintf(sec, sizeof sec, "%llu.%03llu", (unsigned long long)s,
+                     (unsigned long long)frac);
+            size_t n = strlen(sec);
+            while (sec[n - 1] == '0')
+                sec[--n] = '\0';
+            snprintf(sec + n, sizeof sec - n, "s");
+        }
+        if (h > 0)
+            snprintf(out, outlen, "%lluh%llum%s", (unsigned long long)h, (unsigned long long)m,
+                     sec);
+        else if (m > 0)
+            snprintf(out, outlen, "%llum%s", (unsigned long long)m, sec);
+        else
+            snprintf(out, outlen, "%s", sec);
+    }
+}
+
+/* ---- shutdown: unready -> healthcheck_interval -> drain (write_timeout) -> stop mode ---- */
+
+static void on_all_closed(void *arg)
+{
+    struct shutdown *sd = arg;
+    uv_close((uv_handle_t *)&sd->sigterm, NULL);
+    uv_close((uv_handle_t *)&sd->sigint, NULL);
+    uv_close((uv_handle_t *)&sd->timer, NULL);
+    wd_child_close();
+}
+
+static void on_mode_stopped(void *arg)
+{
+    struct shutdown *sd = arg;
+    sd->app->mode_state = NULL;
+    wd_log_info("Exiting. Active connections: 0");
+    on_all_closed(sd);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    struct shutdown *sd = t->data;
+    wd_log_error("Error in Shutdown: write_timeout passed with %zu requests in flight",
+                 wd_server_inflight(sd->app->server));
+    wd_server_abort_all(sd->app->server);
+}
+
+static void on_drained(void *arg)
+{
+    struct shutdown *sd = arg;
+    uv_timer_stop(&sd->timer);
+    sd->app->mode->stop(sd->app->mode_state, on_mode_stopped, sd);
+}
+
+static void start_drain(struct shutdown *sd)
+{
+    const struct wd_config *cfg = sd->app->cfg;
+    wd_log_info("No new connections allowed, draining: %zu requests",
+                wd_server_inflight(sd->app->server));
+    uv_timer_start(&sd->timer, on_drain_deadline, cfg->write_timeout_ms, 0);
+    wd_server_drain(sd->app->server, on_drained, sd);
+}
+
+static void on_hc_timer(uv_timer_t *t)
+{
+    start_drain(t->data);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct shutdown *sd = h->data;
+    const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (sd->is_started) {
+        wd_log_info("%s: already shutting down", name);
+        return;
+    }
+    sd->is_started = true;
+    sd->app->is_shutting_down = true;
+    char hc[32];
+    go_duration(hc, sizeof hc, sd->app->cfg->healthcheck_interval_ms);
+    wd_log_info("%s: no new connections in %s", name, hc);
+    if (sd->health->has_lock)
+        wd_log_info("Removing lock-file : %s", sd->health->lock_path);
+    wd_health_mark_unready(sd->health);
+    if (sd->app->cfg->healthcheck_interval_ms == 0)
+        start_drain(sd);
+    else
+        uv_timer_start(&sd->timer, on_hc_timer, sd->app->cfg->healthcheck_interval_ms, 0);
+}
+
+/* ---- -run-healthcheck ---------------------------------------------------------------- */
+
+/* With suppress_lock there is no lock file to look at: ask /_/health on loopback instead. */
+static int probe_health(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char req[] = "GET /_/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    char buf[64] = {0};
+    int rc = 1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1) &&
+        read(fd, buf, sizeof buf - 1) > 12 && strncmp(buf + 9, "200", 3) == 0)
+        rc = 0;
+    close(fd);
+    return rc;
+}
+
+static int run_healthcheck(const struct wd_config *cfg)
+{
+    if (cfg->suppress_lock)
+        return probe_health(cfg->port);
+    if (wd_health_check_lock(cfg->lock_path) == 0)
+        return 0;
+    fprintf(stderr, "unable to find lock file.\n");
+    return 1;
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+static int serve(struct wd_app *app)
+{
+    const struct wd_config *cfg = app->cfg;
+    struct wd_health health;
+    struct shutdown sd;
+    char err[512];
+    uv_loop_t loop;
+    int rc;
+
+    memset(&sd, 0, sizeof sd);
+    rc = uv_loop_init(&loop);
+    if (rc < 0) {
+        wd_log_error("uv_loop_init: %s", uv_strerror(rc));
+        return 1;
+    }
+    app->loop = &loop;
+    rc = wd_child_init(&loop);
+    if (rc < 0) {
+        wd_log_error("SIGCHLD handler: %s", uv_strerror(rc));
+        return 1;
+    }
+    wd_health_init(&health, cfg->lock_path, cfg->suppress_lock);
+    wd_health_clear_stale(&health);
+
+    char rt[32], wt[32], et[32], hc[32];
+    go_duration(rt, sizeof rt, cfg->read_timeout_ms);
+    go_duration(wt, sizeof wt, cfg->write_timeout_ms);
+    go_duration(et, sizeof et, cfg->exec_timeout_ms);
+    go_duration(hc, sizeof hc, cfg->healthcheck_interval_ms);
+    wd_log_info("Watchdog mode: %s\tfprocess: \"%s\"", cfg->mode_name,
+                cfg->fprocess ? cfg->fprocess : "");
+    wd_log_info("Timeouts: read: %s write: %s hard: %s health: %s", rt, wt, et, hc);
+
+    rc = app->mode->start(app, &app->mode_state);
+    if (rc < 0) {
+        wd_log_error("mode %s: cannot start: %s", cfg->mode_name, uv_strerror(rc));
+        return 1;
+    }
+    rc = wd_server_start(app, &health, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "Error: %s\n", err);
+        return 1;
+    }
+    wd_log_info("Listening on port: %d", wd_server_port(app->server));
+
+    uv_signal_init(&loop, &sd.sigterm);
+    uv_signal_init(&loop, &sd.sigint);
+    uv_timer_init(&loop, &sd.timer);
+    sd.app = app;
+    sd.health = &health;
+    sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
+    uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sd.sigint, on_signal, SIGINT);
+
+    if (app->mode->is_ready == NULL || app->mode->is_ready(app->mode_state)) {
+        if (!cfg->suppress_lock)
+            wd_log_info("Writing lock-file to: %s", cfg->lock_path);
+        rc = wd_health_mark_ready(&health);
+        if (rc < 0) {
+            /* fixed: OW exits 0 silently here, CW panics */
+            fprintf(stderr, "Error: cannot write lock file %s: %s\n", cfg->lock_path,
+                    strerror(-rc));
+            sd.is_started = true;
+            wd_server_abort_all(app->server);
+            app->mode->stop(app->mode_state, on_mode_stopped, &sd);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            sd.exit_code = 1;
+        }
+    }
+    if (sd.exit_code == 0)
+        uv_run(&loop, UV_RUN_DEFAULT);
+    wd_health_mark_unready(&health);
+    rc = uv_loop_close(&loop);
+    if (rc != 0)
+        wd_log_warn("loop closed with open handles: %s", uv_strerror(rc));
+    wd_server_free(app->server);
+    app->server = NULL;
+    return sd.exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    struct wd_config cfg;
+    struct wd_app app;
+    char err[512];
+    bool want_healthcheck = false;
+
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-version") == 0 || strcmp(a, "--version") == 0) {
+            wd_log_info("Version: %s\tSHA: %s", WD_VERSION, WD_SHA);
+            return 0;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "-help") == 0 || strcmp(a, "--help") == 0) {
+            wd_config_describe(stdout);
+            return 0;
+        } else if (strcmp(a, "-run-healthcheck") == 0 || strcmp(a, "--run-healthcheck") == 0) {
+            want_healthcheck = true;
+        } else {
+            fprintf(stderr, "fwatchdog: unknown argument \"%s\" (see --help)\n", a);
+            return 2;
+        }
+    }
+
+    memset(&cfg, 0, sizeof cfg);
+    if (wd_config_load(&cfg, environ, err, sizeof err) < 0) {
+        fprintf(stderr, "Error loading config: %s\n", err);
+        return 1;
+    }
+    if (want_healthcheck) {
+        int rc = run_healthcheck(&cfg);
+        wd_config_free(&cfg);
+        return rc;
+    }
+    wd_log_setup(cfg.prefix_logs);
+    wd_log_info("Version: %s\tSHA: %s", WD_VERSION, WD_SHA);
+
+    memset(&app, 0, sizeof app);
+    app.cfg = &cfg;
+    app.base_env = environ;
+    app.mode = wd_mode_find(cfg.mode_name);
+    if (app.mode == NULL) {
+        fprintf(stderr, "Error loading config: mode: \"%s\" is not available in this build yet\n",
+                cfg.mode_name);
+        wd_config_free(&cfg);
+        return 1;
+    }
+    int rc = serve(&app);
+    wd_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,941 @@
+/* server.c: owns the listener, every client connection, read/write timeouts, keep-alive and
+ * pipelining, the internal routes and max_inflight, and implements the wd_req_* / wd_res_*
+ * calls of mode.h. It never spawns a process and knows no mode by name.
+ *
+ * One connection serves one request at a time. Bytes that arrive after the end of the current
+ * request (pipelining) wait in `pending` until the response is done; responses therefore go
+ * out in request order. A connection is freed in the close callback of its last handle. */
+#include "server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <uv.h>
+
+#include "config.h"
+#include "http1.h"
+#include "log.h"
+#include "mode.h"
+
+#define HIGH_WATER (256u * 1024)   /* wd_res_write asks the mode to wait above this */
+#define LOW_WATER (64u * 1024)     /* on_drain once the queue is back below this */
+#define PENDING_MAX (64u * 1024)   /* pipelined bytes held while a request runs */
+
+enum req_kind { REQ_NONE = 0, REQ_MODE, REQ_INTERNAL };
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t read_timer;   /* read_timeout: idle wait, then head + body */
+    uv_timer_t write_timer;  /* write_timeout: from head complete to response end */
+    uv_shutdown_t shutdown;
+    int open_handles;
+    struct wd_server *srv;
+    struct conn *prev, *next;
+    struct wd_http1 *parser;
+
+    struct wd_req req;       /* lent to the mode while mode_attached */
+    struct wd_http1_head probe_head; /* /_/ready rewritten to ready_path */
+    enum req_kind kind;
+    bool mode_attached;      /* the mode may call us for req; cleared on end/abort */
+    bool body_to_mode;
+    bool counted;            /* holds a max_inflight slot */
+    bool parser_stopped;     /* message complete, waiting for the response */
+    bool body_done;
+    bool res_started, res_done;
+    bool res_chunked, res_no_body;
+    bool keep_alive;
+    bool want_drain;
+    bool paused_by_mode, paused_by_pending, is_reading;
+    bool in_feed, is_closing, is_shutting;
+    int status;
+    uint64_t bytes_out;
+    char *pending;
+    size_t pending_len;
+    char *note;              /* failure text the mode reported, logged with the request */
+};
+
+struct wd_server {
+    struct wd_app *app;
+    const struct wd_config *cfg;
+    struct wd_health *health;
+    uv_tcp_t listener;
+    bool listener_open;
+    int port;
+    struct conn *conns;
+    size_t nconns;
+    size_t inflight;
+    bool draining;
+    wd_done_cb drain_done;
+    void *drain_arg;
+    uint64_t next_id;
+    struct wd_http1_limits limits;
+    char readbuf[64 * 1024];
+};
+
+static void conn_close(struct conn *c);
+static void conn_feed(struct conn *c, const char *data, size_t len);
+static void maybe_complete(struct conn *c);
+static void start_reading(struct conn *c);
+static void on_write_timeout(uv_timer_t *t);
+static void log_request(struct conn *c);
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Request Entity Too Large";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Requested Range Not Satisfiable";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
+    }
+}
+
+static size_t http_date(char *out, size_t outlen)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    return strftime(out, outlen, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+static struct conn *conn_of(struct wd_req *req)
+{
+    return WD_CONTAINER_OF(req, struct conn, req);
+}
+
+static void update_reading(struct conn *c)
+{
+    bool want = !c->is_closing && !c->is_shutting && !c->paused_by_mode && !c->paused_by_pending;
+    if (want == c->is_reading)
+        return;
+    c->is_reading = want;
+    if (!want)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    else
+        start_reading(c);
+}
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+struct write_req {
+    uv_write_t w;
+    struct conn *c;
+    char data[];
+};
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct write_req *wr = WD_CONTAINER_OF(w, struct write_req, w);
+    struct conn *c = wr->c;
+    free(wr);
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->want_drain && c->tcp.write_queue_size < LOW_WATER) {
+        c->want_drain = false;
+        if (c->mode_attached && c->srv->app->mode->on_drain != NULL)
+            c->srv->app->mode->on_drain(&c->req);
+    }
+}
+
+/* Queue bytes on the socket: written at once when the socket takes them, else copied. */
+static int conn_write(struct conn *c, uv_buf_t *bufs, unsigned int nbufs)
+{
+    if (c->is_closing || c->is_shutting)
+        return UV_ECANCELED;
+    size_t total = 0;
+    for (unsigned int i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    if (c->tcp.write_queue_size == 0) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_close(c);
+            return n;
+        }
+        size_t done = n > 0 ? (size_t)n : 0;
+        if (done == total)
+            return 0;
+        /* drop what was written from the front of bufs */
+        while (done > 0) {
+            if (done >= bufs[0].len) {
+                done -= bufs[0].len;
+                total -= bufs[0].len;
+                bufs++;
+                nbufs--;
+            } else {
+                bufs[0].base += done;
+                bufs[0].len -= done;
+                total -= done;
+                done = 0;
+            }
+        }
+    }
+    struct write_req *wr = malloc(sizeof *wr + total);
+    if (wr == NULL) {
+        conn_close(c);
+        return UV_ENOMEM;
+    }
+    wr->c = c;
+    size_t off = 0;
+    for (unsigned int i = 0; i < nbufs; i++) {
+        memcpy(wr->data + off, bufs[i].base, bufs[i].len);
+        off += bufs[i].len;
+    }
+    uv_buf_t one = uv_buf_init(wr->data, (unsigned int)total);
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &one, 1, on_write);
+    if (rc < 0) {
+        free(wr);
+        conn_close(c);
+        return rc;
+    }
+    return 0;
+}
+
+static int conn_write_str(struct conn *c, const char *s, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)s, (unsigned int)len);
+    return conn_write(c, &b, 1);
+}
+
+/* ---- closing ------------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    struct wd_server *srv = c->srv;
+    wd_http1_free(c->parser);
+    free(c->pending);
+    free(c->note);
+    free(c);
+    if (srv->draining && srv->nconns == 0 && srv->drain_done != NULL) {
+        wd_done_cb done = srv->drain_done;
+        srv->drain_done = NULL;
+        done(srv->drain_arg);
+    }
+}
+
+static void release_slot(struct conn *c)
+{
+    if (c->counted) {
+        c->counted = false;
+        c->srv->inflight--;
+    }
+}
+
+static void detach_mode(struct conn *c)
+{
+    if (c->mode_attached) {
+        c->mode_attached = false;
+        c->srv->app->mode->on_abort(&c->req);
+    }
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->is_closing)
+        return;
+    c->is_closing = true;
+    detach_mode(c);
+    release_slot(c);
+    struct wd_server *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->read_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->write_timer, on_handle_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *s, int status)
+{
+    WD_UNUSED(status);
+    conn_close(s->data);
+}
+
+/* Close once every queued byte is out (the response was written with Connection: close). */
+static void conn_close_after_flush(struct conn *c)
+{
+    if (c->is_closing || c->is_shutting)
+        return;
+    c->is_shutting = true;
+    detach_mode(c);
+    release_slot(c);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+        conn_close(c);
+}
+
+/* ---- responses ----------------------------------------------------------------------- */
+
+int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size_t n,
+                 int64_t content_length)
+{
+    struct conn *c = conn_of(req);
+    const struct wd_http1_head *head = c->req.head;
+    if (c->res_started)
+        return UV_EALREADY;
+    c->res_started = true;
+    c->status = status;
+    if (!c->body_done || c->srv->draining)
+        c->keep_alive = false; /* the rest of the body is discarded, then we close */
+    bool http10 = head->http_major == 1 && head->http_minor == 0;
+    c->res_no_body = req->is_head || status == 204 || status == 304 || status < 200;
+    c->res_chunked = false;
+
+    size_t cap = 256;
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(h[i].name) + strlen(h[i].value) + 4;
+    char stackbuf[2048];
+    char *buf = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+    if (buf == NULL) {
+        conn_close(c);
+        return UV_ENOMEM;
+    }
+    size_t len = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: ", status,
+                                  reason_phrase(status));
+    len += http_date(buf + len, cap - len);
+    buf[len++] = '\r';
+    buf[len++] = '\n';
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(h[i].name), vl = strlen(h[i].value);
+        memcpy(buf + len, h[i].name, nl);
+        len += nl;
+        buf[len++] = ':';
+        buf[len++] = ' ';
+        memcpy(buf + len, h[i].value, vl);
+        len += vl;
+        buf[len++] = '\r';
+        buf[len++] = '\n';
+    }
+    if (status == 204 || status == 304 || status < 200) {
+        /* no framing headers */
+    } else if (content_length >= 0) {
+        len += (size_t)snprintf(buf + len, cap - len, "Content-Length: %lld\r\n",
+                                (long long)content_length);
+    } else if (req->is_head) {
+        /* unknown length, no body: neither header (as Go) */
+    } else if (!http10) {
+        c->res_chunked = true;
+        len += (size_t)snprintf(buf + len, cap - len, "Transfer-Encoding: chunked\r\n");
+    } else {
+        c->keep_alive = false; /* HTTP/1.0: the end of the body is the end of the connection */
+    }
+    if (!c->keep_alive)
+        len += (size_t)snprintf(buf + len, cap - len, "Connection: close\r\n");
+    else if (http10)
+        len += (size_t)snprintf(buf + len, cap - len, "Connection: keep-alive\r\n");
+    buf[len++] = '\r';
+    buf[len++] = '\n';
+    int rc = conn_write_str(c, buf, len);
+    if (buf != stackbuf)
+        free(buf);
+    return rc;
+}
+
+int wd_res_write(struct wd_req *req, const void *data, size_t len)
+{
+    struct conn *c = conn_of(req);
+    if (c->is_closing || c->is_shutting)
+        return UV_ECANCELED;
+    if (len == 0)
+        return 0;
+    c->bytes_out += len;
+    if (c->res_no_body)
+        return 0;
+    int rc;
+    if (c->res_chunked) {
+        char pre[24];
+        int pn = snprintf(pre, sizeof pre, "%zx\r\n", len);
+        uv_buf_t b[3] = {uv_buf_init(pre, (unsigned int)pn), uv_buf_init((char *)data, (unsigned int)len),
+                         uv_buf_init("\r\n", 2)};
+        rc = conn_write(c, b, 3);
+    } else {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned int)len);
+        rc = conn_write(c, &b, 1);
+    }
+    if (rc < 0)
+        return rc;
+    if (c->tcp.write_queue_size > HIGH_WATER) {
+        c->want_drain = true;
+        return 1;
+    }
+    return 0;
+}
+
+static void finish_response(struct conn *c)
+{
+    c->res_done = true;
+    c->mode_attached = false;
+    maybe_complete(c);
+}
+
+void wd_res_end(struct wd_req *req)
+{
+    struct conn *c = conn_of(req);
+    if (c->res_chunked && !c->is_closing && !c->is_shutting)
+        conn_write_str(c, "0\r\n\r\n", 5);
+    finish_response(c);
+}
+
+/* Log the request (if it was a function call) and close after what is queued. */
+static void end_and_close(struct conn *c)
+{
+    if (c->kind == REQ_MODE)
+        log_request(c);
+    c->kind = REQ_NONE;
+    conn_close_after_flush(c);
+}
+
+void wd_res_abort(struct wd_req *req)
+{
+    struct conn *c = conn_of(req);
+    c->keep_alive = false;
+    c->res_done = true;
+    c->mode_attached = false;
+    if (c->status == 0)
+        c->status = 500;
+    end_and_close(c);
+}
+
+void wd_res_send(struct wd_req *req, int status, const struct wd_header *h, size_t n,
+                 const void *body, size_t len)
+{
+    if (wd_res_start(req, status, h, n, (int64_t)len) == 0)
+        wd_res_write(req, body, len);
+    wd_res_end(req);
+}
+
+bool wd_res_started(const struct wd_req *req)
+{
+    return WD_CONTAINER_OF(req, struct conn, req)->res_started;
+}
+
+void wd_req_note_error(struct wd_req *req, const char *what)
+{
+    struct conn *c = conn_of(req);
+    free(c->note);
+    c->note = strdup(what);
+}
+
+void wd_req_pause(struct wd_req *req)
+{
+    struct conn *c = conn_of(req);
+    c->paused_by_mode = true;
+    update_reading(c);
+}
+
+void wd_req_resume(struct wd_req *req)
+{
+    struct conn *c = conn_of(req);
+    c->paused_by_mode = false;
+    update_reading(c);
+}
+
+/* Answer from the server itself (internal routes and refusals). */
+static void send_simple(struct conn *c, int status, const char *ctype, const char *body)
+{
+    struct wd_header h[1] = {{"Content-Type", ctype}};
+    size_t n = 0;
+    if (ctype != NULL)
+        n = 1;
+    wd_res_send(&c->req, status, h, n, body, body ? strlen(body) : 0);
+}
+
+/* ---- the request cycle --------------------------------------------------------------- */
+
+static bool is_kube_probe(const struct wd_http1_head *head)
+{
+    for (size_t i = 0; i < head->nheaders; i++) {
+        if (strcasecmp(head->headers[i].name, "User-Agent") == 0)
+            return strncmp(head->headers[i].value, "kube-probe", 10) == 0;
+    }
+    return false;
+}
+
+static void log_request(struct conn *c)
+{
+    const struct wd_http1_head *head = c->req.head;
+    if (head == NULL || is_kube_probe(head))
+        return;
+    if (c->note != NULL)
+        wd_log_info("%s", c->note);
+    char size[32];
+    wd_log_human_size(size, sizeof size, c->bytes_out);
+    double secs = (double)(uv_hrtime() - c->req.start_ns) / 1e9;
+    wd_log_info("%s %s - %d - ContentLength: %s (%.4fs)", head->method, head->target, c->status,
+                size, secs);
+}
+
+static void maybe_complete(struct conn *c)
+{
+    if (!(c->res_done && c->body_done && c->parser_stopped) || c->kind == REQ_NONE)
+        return;
+    if (c->kind == REQ_MODE)
+        log_request(c);
+    c->kind = REQ_NONE;
+    release_slot(c);
+    free(c->note);
+    c->note = NULL;
+    uv_timer_stop(&c->write_timer);
+    if (c->is_closing || c->is_shutting)
+        return;
+    if (!c->keep_alive || c->srv->draining) {
+        conn_close_after_flush(c);
+        return;
+    }
+    /* Next request: the idle wait counts against read_timeout. */
+    wd_http1_next(c->parser);
+    c->parser_stopped = false;
+    c->req.head = NULL;
+    if (c->srv->cfg->read_timeout_ms > 0)
+        uv_timer_again(&c->read_timer);
+    if (c->in_feed)
+        return; /* conn_feed goes on with the bytes it holds */
+    if (c->pending_len > 0) {
+        char *p = c->pending;
+        size_t n = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        conn_feed(c, p, n);
+        free(p);
+    }
+    c->paused_by_pending = false;
+    update_reading(c);
+}
+
+static const char *method_of(const struct wd_http1_head *head)
+{
+    return head->method;
+}
+
+static void route_internal(struct conn *c, const char *path)
+{
+    struct wd_server *srv = c->srv;
+    c->kind = REQ_INTERNAL;
+    if (strcmp(method_of(c->req.head), "GET") != 0) {
+        send_simple(c, 405, NULL, NULL);
+        return;
+    }
+    bool healthy = wd_health_is_healthy(srv->health);
+    if (strcmp(path, "/_/health") == 0) {
+        if (healthy)
+            send_simple(c, 200, "text/plain; charset=utf-8", "OK");
+        else
+            send_simple(c, 503, NULL, NULL);
+        return;
+    }
+    /* /_/ready, OW semantics: 503, 429, proxied ready_path, or 200. */
+    if (!healthy) {
+        send_simple(c, 503, NULL, NULL);
+        return;
+    }
+    if (srv->cfg->max_inflight > 0 && srv->inflight >= srv->cfg->max_inflight) {
+        send_simple(c, 429, NULL, NULL);
+        return;
+    }
+    if (srv->cfg->ready_path == NULL) {
+        send_simple(c, 200, NULL, NULL);
+        return;
+    }
+    c->probe_head = *c->req.head;
+    c->probe_head.method = "GET";
+    c->probe_head.target = srv->cfg->ready_path;
+    c->probe_head.path = srv->cfg->ready_path;
+    const char *q = strchr(srv->cfg->ready_path, '?');
+    c->probe_head.query = q ? q + 1 : "";
+    c->probe_head.content_length = 0;
+    c->probe_head.expect_continue = false;
+    c->req.head = &c->probe_head;
+    c->req.is_ready_probe = true;
+    c->kind = REQ_MODE;
+    c->mode_attached = true;
+    c->body_to_mode = false;
+    srv->app->mode->on_headers(srv->app->mode_state, &c->req);
+    if (c->mode_attached && !c->is_closing)
+        srv->app->mode->on_end(&c->req); /* the probe has no body */
+}
+
+static int on_head(void *arg, const struct wd_http1_head *head)
+{
+    struct conn *c = arg;
+    struct wd_server *srv = c->srv;
+    if (c->is_closing)
+        return -1;
+    memset(&c->req, 0, sizeof c->req);
+    c->req.head = head;
+    c->req.app = srv->app;
+    c->req.id = ++srv->next_id;
+    c->req.start_ns = uv_hrtime();
+    c->req.is_head = strcmp(head->method, "HEAD") == 0;
+    c->kind = REQ_NONE;
+    c->body_done = false;
+    c->res_started = c->res_done = false;
+    c->res_chunked = c->res_no_body = false;
+    c->status = 0;
+    c->bytes_out = 0;
+    c->want_drain = false;
+    c->keep_alive = head->keep_alive && !srv->draining;
+    if (srv->cfg->write_timeout_ms > 0)
+        uv_timer_start(&c->write_timer, on_write_timeout, srv->cfg->write_timeout_ms, 0);
+
+    const char *path = head->path;
+    if (strcmp(path, "/_/health") == 0 || strcmp(path, "/_/ready") == 0) {
+        route_internal(c, path);
+        return c->is_closing ? -1 : 0;
+    }
+    if (srv->cfg->max_inflight > 0 && srv->inflight >= srv->cfg->max_inflight) {
+        char body[96];
+        snprintf(body, sizeof body,
+                 "Concurrent request limit exceeded. Max concurrent requests: %llu\n",
+                 (unsigned long long)srv->cfg->max_inflight);
+        struct wd_header h[] = {{"Content-Type", "text/plain"},
+                                {"X-OpenFaaS-Internal", "faas-middleware"}};
+        c->kind = REQ_MODE; /* logged like a function request */
+        wd_res_send(&c->req, 429, h, WD_ARRAY_LEN(h), body, strlen(body));
+        return c->is_closing ? -1 : 0;
+    }
+    srv->inflight++;
+    c->counted = true;
+    c->kind = REQ_MODE;
+    c->mode_attached = true;
+    c->body_to_mode = true;
+    if (head->expect_continue && head->http_minor >= 1)
+        conn_write_str(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    srv->app->mode->on_headers(srv->app->mode_state, &c->req);
+    return c->is_closing ? -1 : 0;
+}
+
+static int on_body(void *arg, const char *at, size_t len)
+{
+    struct conn *c = arg;
+    if (c->is_closing)
+        return -1;
+    if (c->mode_attached && c->body_to_mode)
+        c->srv->app->mode->on_body(&c->req, at, len);
+    return c->is_closing ? -1 : 0;
+}
+
+static int on_end(void *arg)
+{
+    struct conn *c = arg;
+    if (c->is_closing)
+        return -1;
+    c->body_done = true;
+    uv_timer_stop(&c->read_timer);
+    if (c->mode_attached && c->body_to_mode)
+        c->srv->app->mode->on_end(&c->req);
+    return c->is_closing ? -1 : 0;
+}
+
+static const struct wd_http1_cbs parser_cbs = {on_head, on_body, on_end};
+
+/* A request the parser refused: answer (if nothing was sent yet) and close. */
+static void conn_bad_request(struct conn *c)
+{
+    const char *reason = NULL;
+    int status = wd_http1_error(c->parser, &reason);
+    if (status == 0 || c->is_closing)
+        return;
+    detach_mode(c);
+    if (!c->res_started) {
+        if (c->req.head == NULL) {
+            /* no head yet: answer with a minimal request context */
+            static const struct wd_http1_head none = {.method = "-", .target = "-", .path = "",
+                                                       .query = "", .host = "", .http_major = 1,
+                                                       .http_minor = 1};
+            memset(&c->req, 0, sizeof c->req);
+            c->req.head = &none;
+            c->req.start_ns = uv_hrtime();
+        }
+        c->body_done = true;
+        c->keep_alive = false;
+        char body[160];
+        snprintf(body, sizeof body, "%s\n", reason ? reason : reason_phrase(status));
+        struct wd_header h[] = {{"Content-Type", "text/plain; charset=utf-8"}};
+        if (wd_res_start(&c->req, status, h, 1, (int64_t)strlen(body)) == 0)
+            conn_write_str(c, body, strlen(body));
+        c->res_done = true;
+    }
+    wd_log_info("bad request status=%d reason=\"%s\"", status, reason ? reason : "");
+    end_and_close(c);
+}
+
+static void conn_feed(struct conn *c, const char *data, size_t len)
+{
+    c->in_feed = true;
+    while (len > 0 && !c->is_closing && !c->is_shutting) {
+        if (c->parser_stopped) {
+            char *p = realloc(c->pending, c->pending_len + len);
+            if (p == NULL) {
+                conn_close(c);
+                break;
+            }
+            memcpy(p + c->pending_len, data, len);
+            c->pending = p;
+            c->pending_len += len;
+            if (c->pending_len > PENDING_MAX) {
+                c->paused_by_pending = true;
+                update_reading(c);
+            }
+            break;
+        }
+        size_t used = 0;
+        int rc = wd_http1_execute(c->parser, data, len, &used);
+        data += used;
+        len -= used;
+        if (rc < 0) {
+            conn_bad_request(c);
+            break;
+        }
+        if (rc == WD_HTTP1_STOP) {
+            c->parser_stopped = true;
+            maybe_complete(c); /* may restart the parser for the next request */
+        }
+    }
+    c->in_feed = false;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    WD_UNUSED(suggested);
+    *buf = uv_buf_init(c->srv->readbuf, sizeof c->srv->readbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        /* Client gone (EOF or reset). A request still running is aborted: its handler is
+         * killed, as nobody is left to read the answer (Go cancels the context likewise). */
+        conn_close(c);
+        return;
+    }
+    if (!c->parser_stopped && wd_http1_is_idle(c->parser) && c->srv->cfg->read_timeout_ms > 0)
+        uv_timer_again(&c->read_timer); /* first byte of a request: its own read_timeout */
+    conn_feed(c, buf->base, (size_t)nread);
+}
+
+static void start_reading(struct conn *c)
+{
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- timeouts ------------------------------------------------------------------------ */
+
+static void on_read_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->kind == REQ_NONE || c->res_started) {
+        conn_close(c); /* idle, or still in the head: close quietly as Go does */
+        return;
+    }
+    /* The body did not arrive in time. */
+    detach_mode(c);
+    c->body_done = true;
+    c->keep_alive = false;
+    c->kind = REQ_MODE;
+    wd_req_note_error(&c->req, "request body read timeout (read_timeout)");
+    send_simple(c, 408, "text/plain; charset=utf-8", "read_timeout exceeded\n");
+    end_and_close(c);
+}
+
+static void on_write_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->kind == REQ_NONE)
+        return;
+    detach_mode(c);
+    wd_req_note_error(&c->req, "response not complete within write_timeout");
+    if (!c->res_started) {
+        c->body_done = true;
+        c->keep_alive = false;
+        send_simple(c, 504, "text/plain; charset=utf-8", "write_timeout exceeded\n");
+    }
+    end_and_close(c);
+}
+
+/* ---- listener ------------------------------------------------------------------------ */
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    struct wd_server *srv = ls->data;
+    if (status < 0)
+        return;
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->srv = srv;
+    uv_tcp_init(srv->app->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 ||
+        wd_http1_new(&c->parser, &parser_cbs, c, &srv->limits) < 0) {
+        c->open_handles = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_init(srv->app->loop, &c->read_timer);
+    uv_timer_init(srv->app->loop, &c->write_timer);
+    c->read_timer.data = c->write_timer.data = c;
+    c->open_handles = 3;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    uint64_t rt = srv->cfg->read_timeout_ms;
+    if (rt > 0)
+        uv_timer_start(&c->read_timer, on_read_timeout, rt, rt);
+    c->is_reading = true;
+    start_reading(c);
+}
+
+static int resolve_bind(const char *host, int port, struct sockaddr_storage *ss)
+{
+    if (host == NULL || strcmp(host, "localhost") == 0)
+        host = host ? "127.0.0.1" : "::";
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return UV_EINVAL;
+}
+
+int wd_server_start(struct wd_app *app, struct wd_health *health, char *err, size_t errlen)
+{
+    const struct wd_config *cfg = app->cfg;
+    struct wd_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        return UV_ENOMEM;
+    srv->app = app;
+    srv->cfg = cfg;
+    srv->health = health;
+    srv->limits.max_header_bytes = cfg->max_header_size;
+    srv->limits.max_body_bytes = cfg->max_body_size;
+    app->server = srv;
+
+    struct sockaddr_storage ss;
+    int rc = resolve_bind(cfg->bind_address, cfg->port, &ss);
+    if (rc < 0) {
+        snprintf(err, errlen, "bind_address: not a numeric IPv4 or IPv6 address: \"%s\"",
+                 cfg->bind_address);
+        return rc;
+    }
+    uv_tcp_init(app->loop, &srv->listener);
+    srv->listener.data = srv;
+    srv->listener_open = true;
+    rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    if (rc < 0 && cfg->bind_address == NULL) {
+        /* No IPv6 on this host: fall back to IPv4 on all interfaces. */
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        uv_tcp_init(app->loop, &srv->listener);
+        srv->listener.data = srv;
+        uv_ip4_addr("0.0.0.0", cfg->port, (struct sockaddr_in *)&ss);
+        rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "port: cannot listen on %s:%d: %s",
+                 cfg->bind_address ? cfg->bind_address : "*", cfg->port, uv_strerror(rc));
+        return rc;
+    }
+    int len = sizeof ss;
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}
+
+int wd_server_port(const struct wd_server *srv)
+{
+    return srv->port;
+}
+
+size_t wd_server_inflight(const struct wd_server *srv)
+{
+    return srv->inflight;
+}
+
+void wd_server_drain(struct wd_server *srv, wd_done_cb done, void *arg)
+{
+    srv->draining = true;
+    srv->drain_done = done;
+    srv->drain_arg = arg;
+    if (srv->listener_open) {
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        srv->listener_open = false;
+    }
+    for (struct conn *c = srv->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->kind == REQ_NONE && !c->parser_stopped)
+            conn_close(c); /* idle keep-alive connection */
+    }
+    if (srv->nconns == 0 && srv->drain_done != NULL) {
+        srv->drain_done = NULL;
+        done(arg);
+    }
+}
+
+void wd_server_abort_all(struct wd_server *srv)
+{
+    srv->draining = true;
+    if (srv->listener_open) {
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        srv->listener_open = false;
+    }
+    for (struct conn *c = srv->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+}
+
+void wd_server_free(struct wd_server *srv)
+{
+    free(srv);
+}

@@ -1,0 +1,46 @@
+/* wd.h: shared vocabulary only: the application struct, small macros and attributes.
+ * Nothing here does I/O; every module may include it. */
+#ifndef WD_H
+#define WD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#define WD_VERSION "0.1.0"
+#ifndef WD_SHA
+#define WD_SHA "unknown"
+#endif
+
+#define WD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define WD_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+#define WD_UNUSED(x) ((void)(x))
+#define WD_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+#define WD_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            wd_assert_fail(#cond, __FILE__, __LINE__);                                             \
+    } while (0)
+
+_Noreturn void wd_assert_fail(const char *what, const char *file, int line);
+
+struct uv_loop_s;
+struct wd_config;
+struct wd_server;
+struct wd_mode;
+
+typedef void (*wd_done_cb)(void *arg);
+
+/* One per process, built in main.c and passed by pointer. */
+struct wd_app {
+    struct uv_loop_s *loop;
+    const struct wd_config *cfg;
+    char **base_env;              /* borrowed: the watchdog's own environment, NULL-terminated */
+    struct wd_server *server;     /* owned by main.c */
+    const struct wd_mode *mode;   /* static table entry */
+    void *mode_state;             /* owned by the mode: created by start(), freed by stop() */
+    bool is_shutting_down;
+};
+
+#endif
