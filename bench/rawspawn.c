@@ -1,8 +1,10 @@
 /* rawspawn.c: the floor under the fork modes. Spawns a handler (default `cat`) with pipes and
  * no HTTP, as fast as the kernel allows: N children in flight at once (like wrk -c N), all
- * driven by poll() from one thread. Each spawn is: pipe2 x2, posix_spawnp (glibc uses
- * clone(CLONE_VM|CLONE_VFORK)) with the child in its own process group and default signals,
- * write the payload, close stdin, read stdout until EOF, waitpid. Latency is measured from
+ * driven by poll() from one thread. The program is looked up in PATH once, as the watchdog does.
+ * Each spawn is: pipe2 x2, posix_spawn (glibc uses clone(CLONE_VM|CLONE_VFORK)) with the child in
+ * its own process group and default signals, write the payload, close stdin, read stdout until EOF,
+ * waitpid. Exits are watched with a pidfd in the same poll() set (blocking waitpid after EOF where
+ * pidfd_open is missing), so one exiting child never holds up the others. Latency is measured from
  * before pipe2 to after waitpid.
  *
  * usage: rawspawn [seconds=5] [workers=8] [payload_bytes=64] [program=cat [args...]]
@@ -15,10 +17,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,11 +30,14 @@
 extern char **environ;
 
 #define MAX_WORKERS 256
-#define MAX_PAYLOAD (1 << 20)
 
+/* One child in flight. Busy while pid != 0; done once stdout hit EOF and the child was reaped. */
 struct slot {
     pid_t pid;      /* 0 when idle */
-    int out_fd;     /* read end of the child's stdout, -1 when idle */
+    int out_fd;     /* read end of the child's stdout, -1 once EOF was read */
+    int pidfd;      /* readable when the child exits; -1 when unsupported or reaped */
+    bool is_reaped; /* waitpid done, status in exit_ok */
+    bool is_ok;     /* exited 0 */
     size_t got;     /* bytes read back so far */
     uint64_t t0_ns; /* before pipe2 */
 };
@@ -76,9 +83,31 @@ static uint32_t pct(const struct lat *l, double p)
     return l->us[i];
 }
 
+/* The PATH lookup execvp would do, done once: the first executable dir/name. */
+static const char *resolve(const char *name, char *buf, size_t buflen)
+{
+    if (strchr(name, '/'))
+        return name;
+    const char *p = getenv("PATH");
+    if (!p)
+        p = "/usr/bin:/bin";
+    while (*p) {
+        size_t n = strcspn(p, ":");
+        /* An empty PATH entry means the current directory. */
+        int w = n ? snprintf(buf, buflen, "%.*s/%s", (int)n, p, name)
+                  : snprintf(buf, buflen, "./%s", name);
+        if (w > 0 && (size_t)w < buflen && access(buf, X_OK) == 0)
+            return buf;
+        p += n;
+        if (*p == ':')
+            p++;
+    }
+    return NULL;
+}
+
 /* Start one child; on success s->pid and s->out_fd are set and the payload is written. */
-static int spawn_one(struct slot *s, char *const *argv, const posix_spawnattr_t *attr,
-                     const char *payload, size_t len)
+static int spawn_one(struct slot *s, const char *path, char *const *argv,
+                     const posix_spawnattr_t *attr, const char *payload, size_t len)
 {
     int in[2], out[2], rc;
     posix_spawn_file_actions_t fa;
@@ -98,7 +127,7 @@ static int spawn_one(struct slot *s, char *const *argv, const posix_spawnattr_t 
     if (rc == 0)
         rc = -posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     if (rc == 0)
-        rc = -posix_spawnp(&s->pid, argv[0], &fa, attr, argv, environ);
+        rc = -posix_spawn(&s->pid, path, &fa, attr, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc < 0)
         goto fail_out;
@@ -118,6 +147,14 @@ static int spawn_one(struct slot *s, char *const *argv, const posix_spawnattr_t 
     close(in[1]);
     s->out_fd = out[0];
     s->got = 0;
+    s->is_reaped = false;
+    s->is_ok = false;
+    s->pidfd = -1;
+#ifdef SYS_pidfd_open
+    s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+    if (s->pidfd >= 0)
+        (void)fcntl(s->pidfd, F_SETFD, FD_CLOEXEC);
+#endif
     return 0;
 fail_out:
     close(out[0]);
@@ -128,20 +165,22 @@ fail_in:
     return rc;
 }
 
-/* Reap the child of a slot whose stdout reached EOF. Returns 0 if it exited 0. */
-static int reap(struct slot *s)
+/* waitpid the slot's child (flags 0 or WNOHANG); sets is_reaped and is_ok. */
+static void reap(struct slot *s, int flags)
 {
     int st;
     pid_t r;
-    close(s->out_fd);
-    s->out_fd = -1;
     do {
-        r = waitpid(s->pid, &st, 0);
+        r = waitpid(s->pid, &st, flags);
     } while (r < 0 && errno == EINTR);
-    s->pid = 0;
-    if (r < 0)
-        return -errno;
-    return (WIFEXITED(st) && WEXITSTATUS(st) == 0) ? 0 : -ECHILD;
+    if (r == 0)
+        return; /* WNOHANG and not yet: cannot happen after the pidfd fired */
+    s->is_reaped = true;
+    s->is_ok = r > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    if (s->pidfd >= 0) {
+        close(s->pidfd);
+        s->pidfd = -1;
+    }
 }
 
 int main(int argc, char **argv)
@@ -165,6 +204,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < len; i++)
         payload[i] = (char)('a' + i % 26);
     char sink[65536];
+    char pathbuf[4096];
+    const char *path = resolve(prog[0], pathbuf, sizeof pathbuf);
+    if (!path) {
+        fprintf(stderr, "rawspawn: %s: not found in PATH\n", prog[0]);
+        return 1;
+    }
 
     /* As a watchdog would: children get default signal dispositions, an empty mask and their
      * own process group. */
@@ -181,8 +226,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct slot slots[MAX_WORKERS];
-    struct pollfd pfd[MAX_WORKERS];
-    int idx[MAX_WORKERS];
+    struct pollfd pfd[2 * MAX_WORKERS];
+    int idx[2 * MAX_WORKERS];
     struct lat lat = {0};
     uint64_t errors = 0, done = 0;
     int first_err = 0;
@@ -192,56 +237,68 @@ int main(int argc, char **argv)
     for (int i = 0; i < workers; i++) {
         slots[i].pid = 0;
         slots[i].out_fd = -1;
+        slots[i].pidfd = -1;
     }
 
     for (;;) {
         uint64_t t = now_ns();
-        int running = 0;
+        int nfds = 0;
         for (int i = 0; i < workers; i++) {
-            if (slots[i].out_fd < 0 && t < t_end) {
-                int rc = spawn_one(&slots[i], prog, &attr, payload, len);
+            struct slot *s = &slots[i];
+            if (s->pid == 0 && t < t_end) {
+                int rc = spawn_one(s, path, prog, &attr, payload, len);
                 if (rc < 0) {
                     errors++;
                     if (!first_err)
                         first_err = rc;
-                    if (slots[i].out_fd < 0) {
-                        if (errors > 1000)
-                            goto out; /* spawning itself keeps failing: give up */
-                        continue;
-                    }
+                    s->pid = 0;
+                    if (errors > 1000)
+                        goto out; /* spawning itself keeps failing: give up */
+                    continue;
                 }
             }
-            if (slots[i].out_fd >= 0) {
-                pfd[running].fd = slots[i].out_fd;
-                pfd[running].events = POLLIN;
-                idx[running] = i;
-                running++;
+            if (s->out_fd >= 0) {
+                pfd[nfds] = (struct pollfd){.fd = s->out_fd, .events = POLLIN};
+                idx[nfds++] = i;
+            }
+            if (s->pidfd >= 0 && !s->is_reaped) {
+                pfd[nfds] = (struct pollfd){.fd = s->pidfd, .events = POLLIN};
+                idx[nfds++] = i;
             }
         }
-        if (running == 0)
+        if (nfds == 0)
             break;
-        int n = poll(pfd, (nfds_t)running, 1000);
+        int n = poll(pfd, (nfds_t)nfds, 1000);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             perror("rawspawn: poll");
             return 1;
         }
-        for (int k = 0; k < running; k++) {
+        for (int k = 0; k < nfds; k++) {
             if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
             struct slot *s = &slots[idx[k]];
-            ssize_t r = read(s->out_fd, sink, sizeof sink);
-            if (r < 0 && (errno == EINTR || errno == EAGAIN))
-                continue;
-            if (r > 0) {
-                s->got += (size_t)r;
-                continue;
+            if (pfd[k].fd == s->pidfd) {
+                reap(s, WNOHANG);
+            } else {
+                ssize_t r = read(s->out_fd, sink, sizeof sink);
+                if (r < 0 && (errno == EINTR || errno == EAGAIN))
+                    continue;
+                if (r > 0) {
+                    s->got += (size_t)r;
+                    continue;
+                }
+                close(s->out_fd);
+                s->out_fd = -1;
+                if (s->pidfd < 0 && !s->is_reaped)
+                    reap(s, 0); /* no pidfd: the child is exiting, wait for it here */
             }
-            int rc = reap(s);
+            if (s->out_fd >= 0 || !s->is_reaped)
+                continue;
             uint64_t t1 = now_ns();
-            if (rc == 0 && s->got != len)
-                rc = -EPROTO;
+            int rc = !s->is_ok ? -ECHILD : s->got != len ? -EPROTO : 0;
+            s->pid = 0;
             if (rc < 0) {
                 errors++;
                 if (!first_err)

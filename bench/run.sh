@@ -140,9 +140,10 @@ wrk.body = string.rep("x", $PAYLOAD)
 wrk.headers["Content-Type"] = "text/plain"
 EOF
 
-# 1. raw spawn rate: no HTTP, same handler, same concurrency.
+# 1. raw spawn rate: no HTTP, same handler, same concurrency, and the same small environment as
+# the watchdog's children (a UTF-8 LANG alone makes every `cat` load locale files).
 echo "bench: rawspawn ${DURATION}s x $CONNS children" >&2
-RAW_OUT=$("$RAWSPAWN" "$DURATION" "$CONNS" "$PAYLOAD" cat 2>"$WORK/rawspawn.err")
+RAW_OUT=$(env -i PATH="$PATH" "$RAWSPAWN" "$DURATION" "$CONNS" "$PAYLOAD" cat 2>"$WORK/rawspawn.err")
 RAW_RC=$?
 RAW_RATE=$(sed -nE 's/.* spawns\/s=([0-9.]+).*/\1/p' <<<"$RAW_OUT")
 RAW_P50=$(sed -nE 's/.* p50_us=([0-9]+).*/\1/p' <<<"$RAW_OUT")
@@ -352,6 +353,7 @@ PYEOF
     echo_rc=$?
     ECHO_HWM=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
     stop_wd "$WD_PID"
+    [ "$STOP_RC" = 0 ] || note_fail "echo: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
     ECHO_RATE=$(sed -nE 's/.*mib_s=([0-9.]+).*/\1/p' <<<"$ECHO_OUT")
     if [ "$echo_rc" != 0 ] || [ -z "$ECHO_RATE" ]; then
         ECHO_RATE=FAILED

@@ -141,9 +141,9 @@ static bool name_eq(const char *old, const char *s, size_t n)
 }
 
 /* Add the string s (already written at b->cur, name of length n) to the result. A name already
- * present is replaced in place, except that a header never replaces another header (first value
- * wins) and never anything but base entries. Returns true if s was kept (the caller then moves
- * b->cur past it), false if it was dropped (its bytes get overwritten). */
+ * present is replaced in place (the last value wins), except that a header never replaces an
+ * earlier header: only the first value of a repeated header is used. Returns true if s was kept
+ * (the caller then moves b->cur past it), false if it was dropped (its bytes get overwritten). */
 static bool env_put(struct env_builder *b, char *s, size_t n, bool is_header)
 {
     size_t i = name_hash(s, n) & b->mask;
@@ -176,30 +176,41 @@ static bool is_reserved(const char *s, size_t n, size_t nreserved)
     return false;
 }
 
-/* Write Http_<Canonical_Name>=<value> at dst; returns the length of the name. */
-static size_t write_header_entry(char *dst, const struct wd_header *hd)
+/* Copy the string src with its NUL to dst; returns its length. */
+static size_t copy_str(char *dst, const char *src)
+{
+    size_t len = strlen(src);
+
+    memcpy(dst, src, len + 1);
+    return len;
+}
+
+/* Write Http_<Canonical_Name>=<value> at dst; returns the length of the name and sets *len to
+ * the length of the whole string. */
+static size_t write_header_entry(char *dst, const struct wd_header *hd, size_t *len)
 {
     const char *name = or_empty(hd->name);
     char *p = dst;
     bool is_upper = true;
 
-    memcpy(p, HTTP_PREFIX, HTTP_PREFIX_LEN);
+    memcpy(p, HTTP_PREFIX, HTTP_PREFIX_LEN + 1); /* the NUL is overwritten below */
     p += HTTP_PREFIX_LEN;
     for (; *name != '\0'; name++) {
         char c = canon_char(*name, is_upper);
         is_upper = *name == '-';
-        *p++ = c == '-' ? '_' : c;
+        *p++ = (char)(c == '-' ? '_' : c); /* the env name: '-' becomes '_' */
     }
     size_t n = (size_t)(p - dst);
     *p++ = '=';
-    strcpy(p, or_empty(hd->value));
+    *len = n + 1 + copy_str(p, or_empty(hd->value));
     return n;
 }
 
-static void put_written(struct env_builder *b, size_t n, bool is_header)
+/* Add the string of length len and name length n just written at b->cur. */
+static void put_written(struct env_builder *b, size_t n, size_t len, bool is_header)
 {
     if (env_put(b, b->cur, n, is_header))
-        b->cur += strlen(b->cur + n) + n + 1;
+        b->cur += len + 1;
 }
 
 int wd_cgi_build_env(char ***out, char *const *base, const struct wd_http1_head *head,
@@ -222,8 +233,8 @@ int wd_cgi_build_env(char ***out, char *const *base, const struct wd_http1_head 
                  strlen(or_empty(head->headers[i].value)) + 1;
     }
     ex[nex++] = (struct explicit_entry){"Http_Method", or_empty(head->method), false};
+    snprintf(content_length, sizeof(content_length), "%" PRId64, head->content_length);
     if (flavor == WD_CGI_CW) {
-        snprintf(content_length, sizeof(content_length), "%" PRId64, head->content_length);
         ex[nex++] = (struct explicit_entry){"Http_ContentLength", content_length, false};
         ex[nex++] = (struct explicit_entry){"Http_Content_Length", content_length, false};
     }
@@ -264,17 +275,17 @@ int wd_cgi_build_env(char ***out, char *const *base, const struct wd_http1_head 
     memset(b.table, 0, table_bytes);
 
     for (size_t i = 0; i < nbase; i++) {
-        char *end = stpcpy(b.cur, base[i]);
         char *s = b.cur;
-        b.cur = end + 1;
+        b.cur += copy_str(s, base[i]) + 1;
         env_put(&b, s, strcspn(s, "="), false); /* a base duplicate: the last value wins */
     }
     b.new_start = b.cur;
 
     for (size_t i = 0; i < head->nheaders; i++) {
-        size_t n = write_header_entry(b.cur, &head->headers[i]);
+        size_t len;
+        size_t n = write_header_entry(b.cur, &head->headers[i], &len);
         if (!is_reserved(b.cur, n, nreserved))
-            put_written(&b, n, true);
+            put_written(&b, n, len, true);
     }
 
     for (size_t i = 0; i < nex; i++) {
@@ -282,14 +293,17 @@ int wd_cgi_build_env(char ***out, char *const *base, const struct wd_http1_head 
         char *v = b.cur + n + 1;
         memcpy(b.cur, ex[i].name, n);
         b.cur[n] = '=';
-        if (!ex[i].is_path || wd_cgi_decode_path(v, strlen(ex[i].value) + 1, ex[i].value) < 0)
-            strcpy(v, ex[i].value); /* a bad escape: pass the raw path */
-        put_written(&b, n, false);
+        size_t vlen = strlen(ex[i].value);
+        if (!ex[i].is_path || wd_cgi_decode_path(v, vlen + 1, ex[i].value) < 0)
+            memcpy(v, ex[i].value, vlen + 1); /* a bad escape: pass the raw path */
+        else
+            vlen = strlen(v);
+        put_written(&b, n, n + 1 + vlen, false);
     }
 
     for (size_t i = 0; i < nextra; i++) {
-        strcpy(b.cur, extra[i]);
-        put_written(&b, strcspn(b.cur, "="), false);
+        size_t len = copy_str(b.cur, extra[i]);
+        put_written(&b, strcspn(b.cur, "="), len, false);
     }
 
     b.env[b.n] = NULL;

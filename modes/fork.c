@@ -181,7 +181,8 @@ static void close_pipes(struct fork_job *job)
 
 static void job_maybe_free(struct fork_job *job)
 {
-    if (job->open_handles > 0 || (job->is_spawned && !job->has_exited) || job->req != NULL)
+    int timer = job->timer_open ? 1 : 0;
+    if (job->open_handles > timer || (job->is_spawned && !job->has_exited) || job->req != NULL)
         return;
     if (job->timer_open) {
         close_handle((uv_handle_t *)&job->timer, &job->timer_open);

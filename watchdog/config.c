@@ -7,7 +7,6 @@
  * (only its error constants are used). */
 #include "config.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>

@@ -20,30 +20,30 @@
 #include <uv.h>
 
 #define ARENA_MIN_BYTES 1024
-#define ARENA_KEEP_BYTES (64 * 1024) /* a larger arena is freed between requests */
-#define CHUNK_LINE_MAX_BYTES 4096    /* chunk-size line with extensions, as Go's limit */
+#define ARENA_KEEP_BYTES ((size_t)64 * 1024) /* a larger arena is freed between requests */
+#define CHUNK_LINE_MAX_BYTES 4096            /* chunk-size line with extensions, as Go's limit */
 
 /* Where the scanner is. Field lines are shared by the header and the trailer sections. */
 enum scan_state {
-    SCAN_IDLE,          /* before the request line: empty lines are skipped (RFC 9112 2.2) */
-    SCAN_IDLE_LF,       /* CR of an empty line seen */
-    SCAN_METHOD,        /* RFC 9112 3: method SP request-target SP HTTP-version CRLF */
+    SCAN_IDLE,    /* before the request line: empty lines are skipped (RFC 9112 2.2) */
+    SCAN_IDLE_LF, /* CR of an empty line seen */
+    SCAN_METHOD,  /* RFC 9112 3: method SP request-target SP HTTP-version CRLF */
     SCAN_TARGET,
     SCAN_VERSION,
-    SCAN_LINE_LF,       /* CR at the end of the request line or of a field line seen */
-    SCAN_LINE,          /* start of a field line or of the empty line ending the section */
+    SCAN_LINE_LF, /* CR at the end of the request line or of a field line seen */
+    SCAN_LINE,    /* start of a field line or of the empty line ending the section */
     SCAN_NAME,
     SCAN_VALUE,
-    SCAN_END_LF,        /* CR of the empty line ending the section seen */
-    SCAN_HEAD_DONE,     /* head complete; llhttp's on_headers_complete sets the framing */
-    SCAN_BODY,          /* Content-Length body: `remaining` bytes */
-    SCAN_CHUNK_SIZE,    /* RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF */
+    SCAN_END_LF,     /* CR of the empty line ending the section seen */
+    SCAN_HEAD_DONE,  /* head complete; llhttp's on_headers_complete sets the framing */
+    SCAN_BODY,       /* Content-Length body: `remaining` bytes */
+    SCAN_CHUNK_SIZE, /* RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF */
     SCAN_CHUNK_EXT,
     SCAN_CHUNK_LF,
     SCAN_CHUNK_DATA,    /* `remaining` bytes of chunk-data */
     SCAN_CHUNK_DATA_CR, /* chunk-data CRLF */
     SCAN_CHUNK_DATA_LF,
-    SCAN_DONE,          /* message complete */
+    SCAN_DONE, /* message complete */
 };
 
 /* Created by wd_http1_new(), freed by wd_http1_free(). The head and the strings it points to
@@ -59,19 +59,19 @@ struct wd_http1 {
     size_t nheaders;
     /* scanner */
     enum scan_state scan;
-    bool is_trailer;         /* the field lines are the trailer section */
-    uint64_t section_bytes;  /* bytes of the head (or trailer section) so far */
-    uint64_t remaining;      /* body or chunk-data bytes still expected */
-    uint64_t chunk_size;     /* size of the chunk being announced */
-    uint64_t chunked_bytes;  /* sum of the chunk sizes announced so far */
-    size_t item_bytes;       /* bytes of the current target / version / chunk line */
-    char version[8];         /* "HTTP/1.1" */
-    int scan_status;         /* error found by the scanner: 400, 413, 431 */
+    bool is_trailer;        /* the field lines are the trailer section */
+    uint64_t section_bytes; /* bytes of the head (or trailer section) so far */
+    uint64_t remaining;     /* body or chunk-data bytes still expected */
+    uint64_t chunk_size;    /* size of the chunk being announced */
+    uint64_t chunked_bytes; /* sum of the chunk sizes announced so far */
+    size_t item_bytes;      /* bytes of the current target / version / chunk line */
+    char version[8];        /* "HTTP/1.1" */
+    int scan_status;        /* error found by the scanner: 400, 413, 431 */
     const char *scan_reason;
-    uint64_t body_bytes;     /* given to on_body so far */
+    uint64_t body_bytes; /* given to on_body so far */
     /* outcome */
-    int error;               /* < 0 once failed: every later execute returns it */
-    int status;              /* status to answer, 0 when a callback aborted */
+    int error;  /* < 0 once failed: every later execute returns it */
+    int status; /* status to answer, 0 when a callback aborted */
     const char *reason;
     bool is_head_done, is_stopped, is_executing, is_next_pending;
 };
@@ -427,7 +427,7 @@ static int split_target(struct wd_http1 *p, const char *target, size_t *start, s
     *end = q;
     if (p->ll.method == HTTP_CONNECT)
         return fail(p, UV_EPROTO, 400, "CONNECT is not supported"); /* we are not a proxy */
-    if (target[0] == '/') /* origin-form */
+    if (target[0] == '/')                                           /* origin-form */
         return 0;
     if (strcmp(target, "*") == 0 && strcmp(method, "OPTIONS") == 0) /* asterisk-form */
         return 0;
@@ -444,16 +444,29 @@ static int split_target(struct wd_http1 *p, const char *target, size_t *start, s
     return 0;
 }
 
-static void trim_value(struct wd_header *h, char *value)
+static void trim_value(struct wd_header *h, char *value, size_t len)
 {
-    size_t len;
-
-    while (*value == ' ' || *value == '\t')
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
         value++;
-    len = strlen(value);
+        len--;
+    }
     while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
         value[--len] = '\0';
     h->value = value;
+}
+
+/* Point each header at its name and trimmed value: name\0 value\0 pairs start at `off`. */
+static void link_headers(struct wd_http1 *p, struct wd_header *headers, size_t off)
+{
+    for (size_t i = 0; i < p->nheaders; i++) {
+        size_t len;
+
+        headers[i].name = p->arena + off;
+        off += strlen(p->arena + off) + 1;
+        len = strlen(p->arena + off);
+        trim_value(&headers[i], p->arena + off, len); /* may shorten it: step over first */
+        off += len + 1;
+    }
 }
 
 /* Lay out the path copy and the header array after the strings, then point into the arena
@@ -461,7 +474,7 @@ static void trim_value(struct wd_header *h, char *value)
 static int build_head(struct wd_http1 *p)
 {
     struct wd_http1_head *h = &p->head;
-    size_t target = strlen(p->arena) + 1, start, end, query, path, array, off, i;
+    size_t target = strlen(p->arena) + 1, start, end, query, path, array;
     struct wd_header *headers;
     int rc;
 
@@ -480,15 +493,9 @@ static int build_head(struct wd_http1 *p)
     memcpy(p->arena + path, p->arena + target + start, end - start);
     p->arena[path + end - start] = '\0';
     p->arena_len = array + p->nheaders * sizeof(*headers);
-
     headers = (struct wd_header *)(void *)(p->arena + array);
-    off = target + strlen(p->arena + target) + 1;
-    for (i = 0; i < p->nheaders; i++) {
-        headers[i].name = p->arena + off;
-        off += strlen(p->arena + off) + 1;
-        trim_value(&headers[i], p->arena + off);
-        off += strlen(p->arena + off) + 1;
-    }
+    link_headers(p, headers, target + strlen(p->arena + target) + 1);
+
     h->method = p->arena;
     h->target = p->arena + target;
     h->path = end > start ? p->arena + path : "/";
@@ -555,9 +562,11 @@ static void collect_fields(struct wd_http1 *p, struct framing *f)
 static int check_framing(struct wd_http1 *p, const struct framing *f)
 {
     struct wd_http1_head *h = &p->head;
-    int rc;
 
     if (f->n_coding > 0) {
+        /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing. */
+        if (h->http_minor == 0)
+            return fail(p, UV_EPROTO, 400, "Transfer-Encoding in HTTP/1.0");
         if (f->n_length > 0)
             return fail(p, UV_EPROTO, 400, "both Content-Length and Transfer-Encoding");
         /* We decode no coding but chunked, and chunked must be the only one (RFC 9112 6.1). */
@@ -571,11 +580,8 @@ static int check_framing(struct wd_http1 *p, const struct framing *f)
     if (f->n_length > 1)
         return fail(p, UV_EPROTO, 400, "more than one Content-Length");
     h->content_length = 0;
-    if (f->n_length == 1) {
-        rc = parse_content_length(p, f->length, &h->content_length);
-        if (rc < 0)
-            return rc;
-    }
+    if (f->n_length == 1 && parse_content_length(p, f->length, &h->content_length) < 0)
+        return p->error;
     if ((p->ll.flags & (F_CHUNKED | F_TRANSFER_ENCODING)) != 0 ||
         p->ll.content_length != (uint64_t)h->content_length)
         return fail(p, UV_EPROTO, 400, "ambiguous message framing");
@@ -704,7 +710,8 @@ int wd_http1_new(struct wd_http1 **out, const struct wd_http1_cbs *cbs, void *ar
         return UV_ENOMEM;
     llhttp_init(&p->ll, HTTP_REQUEST, &settings); /* no lenient flag is ever set */
     p->ll.data = p;
-    p->cbs = *cbs;
+    if (cbs != NULL)
+        p->cbs = *cbs;
     p->arg = arg;
     if (limits != NULL)
         p->limits = *limits;
@@ -729,13 +736,22 @@ static int feed(struct wd_http1 *p, const char *data, size_t n, size_t *used)
     if (n == 0)
         return 0;
     err = llhttp_execute(&p->ll, data, n);
+    /* After an Upgrade request llhttp pauses once the message is complete; we stopped there
+     * already (on_message_complete) and next() resets llhttp, so this is only a safety net:
+     * the request is an ordinary one, and whatever follows is parsed as HTTP again. */
+    while (err == HPE_PAUSED_UPGRADE && !p->is_stopped) {
+        const char *pos = llhttp_get_error_pos(&p->ll);
+
+        llhttp_resume_after_upgrade(&p->ll);
+        err = llhttp_execute(&p->ll, pos, (size_t)(data + n - pos));
+    }
     if (err == HPE_OK) {
         *used = n;
         if (p->scan == SCAN_HEAD_DONE || p->scan == SCAN_DONE) /* llhttp saw no end there */
             return fail(p, UV_EPROTO, 400, "ambiguous message framing");
         return 0;
     }
-    if ((err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) && p->is_stopped) {
+    if (err == HPE_PAUSED && p->is_stopped) {
         *used = (size_t)(llhttp_get_error_pos(&p->ll) - data);
         if (*used != n)
             return fail(p, UV_EPROTO, 400, "ambiguous message framing");

@@ -316,7 +316,7 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
         return UV_EALREADY;
     c->res_started = true;
     c->status = status;
-    if (!c->body_done || c->srv->draining)
+    if ((!c->body_done && head->content_length != 0) || c->srv->draining)
         c->keep_alive = false; /* the rest of the body is discarded, then we close */
     bool http10 = head->http_major == 1 && head->http_minor == 0;
     c->res_no_body = req->is_head || status == 204 || status == 304 || status < 200;

@@ -203,7 +203,7 @@ class Watchdog:
                 time.sleep(0.02)
         return self.inner_pid
 
-    def signal(self, sig):
+    def kill(self, sig):
         os.kill(self.pid, sig)
 
     def wait_exit(self, timeout):
@@ -216,7 +216,7 @@ class Watchdog:
         """SIGTERM, wait, SIGKILL. Returns the exit status."""
         if self.proc.poll() is None:
             try:
-                self.signal(sig)
+                self.kill(sig)
             except (ProcessLookupError, TypeError):
                 pass
             if self.wait_exit(timeout) is None:

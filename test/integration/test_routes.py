@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import LOG_TS, Client, assert_date, fx, request, sh
+from conftest import LOG_TS, assert_date, request, sh
 
 
 def test_startup_log_lines(wd):

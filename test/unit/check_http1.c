@@ -11,7 +11,7 @@
 #include "http1.h"
 
 #define S(lit) lit, sizeof(lit) - 1
-#define LOG_BYTES (64 * 1024)
+#define LOG_BYTES (256 * 1024)
 #define MAX_STOPS 8
 
 static const struct wd_http1_limits limits = {.max_header_bytes = 4096, .max_body_bytes = 1000};
@@ -23,7 +23,7 @@ struct rec {
     char body[LOG_BYTES];
     size_t body_len;
     int nheads, nbodies, nends;
-    int abort_in;              /* 1 on_head, 2 on_body, 3 on_end return -1 */
+    int abort_in;                 /* 1 on_head, 2 on_body, 3 on_end return -1 */
     struct wd_http1 *next_in_end; /* call wd_http1_next() from on_end */
 };
 
@@ -301,19 +301,16 @@ START_TEST(test_pipeline_stops)
     ck_assert_uint_eq(used, PIPE1_END);
     ck_assert_int_eq(r->nends, 1);
     /* Stopped: nothing more is read until next(). */
-    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE1_END, len - PIPE1_END, &used),
-                     WD_HTTP1_STOP);
+    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE1_END, len - PIPE1_END, &used), WD_HTTP1_STOP);
     ck_assert_uint_eq(used, 0);
     ck_assert_int_eq(r->nheads, 1);
     wd_http1_next(p);
     ck_assert(wd_http1_is_idle(p));
-    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE1_END, len - PIPE1_END, &used),
-                     WD_HTTP1_STOP);
+    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE1_END, len - PIPE1_END, &used), WD_HTTP1_STOP);
     ck_assert_uint_eq(PIPE1_END + used, PIPE2_END);
     ck_assert_int_eq(r->nends, 2);
     wd_http1_next(p);
-    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE2_END, len - PIPE2_END, &used),
-                     WD_HTTP1_STOP);
+    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE2_END, len - PIPE2_END, &used), WD_HTTP1_STOP);
     ck_assert_uint_eq(PIPE2_END + used, len);
     ck_assert_int_eq(r->nheads, 3);
     ck_assert_int_eq(r->nends, 3);
@@ -400,15 +397,7 @@ static const struct {
     {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n")},
     {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n")},
     {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\r\n\r\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n;x\r\n\r\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-       "10000000000000000\r\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: x\r\n y\r\n\r\n")},
-    {S("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT : x\r\n\r\n")},
+    {S("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")},
     /* field syntax: RFC 9112 2.2, 5.1, 5.2; RFC 9110 5.5 */
     {S("GET / HTTP/1.1\r\n Host: x\r\n\r\n")},
     {S("GET / HTTP/1.1\r\nHost: h\r\nFoo : bar\r\n\r\n")},
@@ -462,6 +451,43 @@ START_TEST(test_bad)
     ck_assert_int_eq(r->rec.nheads, 0);
     ck_assert_int_eq(r->rec.nends, 0);
     ck_assert_int_eq(r->finish_rc, r->rc);
+    free(r);
+}
+END_TEST
+
+/* Refused in the body or trailers: on_head has run, on_end must not. No body limit here. */
+static const struct wd_http1_limits no_body_limit = {.max_header_bytes = 4096};
+
+#define CHUNKED_HEAD "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+static const struct {
+    const char *in;
+    size_t len;
+} bad_body[] = {
+    /* RFC 9112 7.1 */
+    {S(CHUNKED_HEAD "zz\r\nhello\r\n0\r\n\r\n")},
+    {S(CHUNKED_HEAD "5\r\nhelloXX0\r\n\r\n")},
+    {S(CHUNKED_HEAD "5\r\nhello\n0\r\n\r\n")},
+    {S(CHUNKED_HEAD "5\nhello\n0\n\n")},
+    {S(CHUNKED_HEAD "5 x\r\nhello\r\n0\r\n\r\n")},
+    {S(CHUNKED_HEAD "5;a\x01\r\nhello\r\n0\r\n\r\n")},
+    {S(CHUNKED_HEAD "0\r\n\n")},
+    {S(CHUNKED_HEAD ";x\r\n\r\n")},
+    {S(CHUNKED_HEAD "-1\r\n\r\n")},
+    {S(CHUNKED_HEAD "10000000000000000\r\n")},
+    {S(CHUNKED_HEAD "0\r\nT: x\r\n y\r\n\r\n")},
+    {S(CHUNKED_HEAD "0\r\nT : x\r\n\r\n")},
+    {S(CHUNKED_HEAD "0\r\nT: x\ny\r\n\r\n")},
+    {S(CHUNKED_HEAD "0\r\nT: \0\r\n\r\n")},
+};
+
+START_TEST(test_bad_body)
+{
+    struct run *r = drive_all(&no_body_limit, bad_body[_i].in, bad_body[_i].len);
+
+    ck_assert_msg(r->rc < 0, "accepted: %s", r->rec.log);
+    ck_assert_int_eq(r->status, 400);
+    ck_assert_int_eq(r->rec.nheads, 1);
+    ck_assert_int_eq(r->rec.nends, 0);
     free(r);
 }
 END_TEST
@@ -572,8 +598,9 @@ END_TEST
 /* Chunks of 600 + 600 bytes against a 1000-byte limit: 413 when the second is announced. */
 static size_t make_chunked(char *in, size_t first, size_t second)
 {
-    size_t n = (size_t)sprintf(in, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                   "%zx\r\n",
+    size_t n = (size_t)sprintf(in,
+                               "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "%zx\r\n",
                                first);
 
     memset(in + n, 'a', first);
@@ -674,8 +701,7 @@ START_TEST(test_next_in_on_end)
     ck_assert_int_eq(wd_http1_execute(p, pipe3, len, &used), WD_HTTP1_STOP);
     ck_assert_uint_eq(used, PIPE1_END);
     ck_assert(wd_http1_is_idle(p));
-    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE1_END, len - PIPE1_END, &used),
-                     WD_HTTP1_STOP);
+    ck_assert_int_eq(wd_http1_execute(p, pipe3 + PIPE1_END, len - PIPE1_END, &used), WD_HTTP1_STOP);
     ck_assert_uint_eq(PIPE1_END + used, PIPE2_END);
     ck_assert_int_eq(r->nends, 2);
     wd_http1_free(p);
@@ -705,6 +731,7 @@ Suite *http1_suite(void)
     tc = tcase_create("errors");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_bad, 0, (int)WD_ARRAY_LEN(bad));
+    tcase_add_loop_test(tc, test_bad_body, 0, (int)WD_ARRAY_LEN(bad_body));
     tcase_add_loop_test(tc, test_abort, 0, 3);
     tcase_add_test(tc, test_finish_idle);
     suite_add_tcase(s, tc);
