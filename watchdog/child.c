@@ -39,6 +39,7 @@ static struct {
 } reaper;
 
 static void reap(uv_signal_t *h, int signum);
+static void init_reset_set(void);
 
 int wd_child_init(uv_loop_t *loop)
 {
@@ -49,6 +50,7 @@ int wd_child_init(uv_loop_t *loop)
     if (rc < 0)
         return rc;
     reaper.is_open = true;
+    init_reset_set();
     /* Children may have exited before the handler was installed (an inherited zombie). */
     reap(&reaper.sigchld, SIGCHLD);
     return 0;
@@ -158,15 +160,8 @@ int wd_child_resolve(const char *argv0, char *const *envp, char **out, char *err
     return -ENOENT;
 }
 
-/* Close every descriptor >= from except keep. */
-static int close_from(int from, int keep)
+static int close_range_slow(int from, int keep)
 {
-    if (keep > from && syscall(SYS_close_range, from, keep - 1, 0) < 0)
-        goto slow;
-    if (syscall(SYS_close_range, keep + 1, ~0U, 0) < 0)
-        goto slow;
-    return 0;
-slow:
     for (int fd = from; fd < 1024; fd++) {
         if (fd != keep)
             close(fd);
@@ -174,15 +169,50 @@ slow:
     return 0;
 }
 
+/* Close every descriptor >= from except keep (INT32_MAX: none kept). */
+static int close_from(int from, int keep)
+{
+    if (keep == INT32_MAX)
+        return syscall(SYS_close_range, from, ~0U, 0) < 0 ? close_range_slow(from, keep) : 0;
+    if (keep > from && syscall(SYS_close_range, from, keep - 1, 0) < 0)
+        return close_range_slow(from, keep);
+    if (syscall(SYS_close_range, keep + 1, ~0U, 0) < 0)
+        return close_range_slow(from, keep);
+    return 0;
+}
+
+/* Signals whose disposition the child must reset: the ones we handle or ignore ourselves,
+ * plus any that were ignored when we started (e.g. SIGHUP under nohup). Resetting only these
+ * keeps the vfork window short (a handful of system calls instead of 64). */
+static sigset_t reset_set;
+
+static void init_reset_set(void)
+{
+    static const int ours[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
+                               SIGUSR2, SIGALRM, SIGWINCH, SIGTTIN, SIGTTOU, SIGTSTP, SIGXFSZ,
+                               SIGXCPU, SIGURG};
+    sigemptyset(&reset_set);
+    for (size_t i = 0; i < WD_ARRAY_LEN(ours); i++)
+        sigaddset(&reset_set, ours[i]);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &old) == 0 &&
+            old.sa_handler != SIG_DFL)
+            sigaddset(&reset_set, sig);
+    }
+}
+
 /* Runs in the child between vfork() and execve(): system calls only, no allocation, no
- * stdio, no locks. Reports errno on `errfd` and exits 127 when anything fails. */
-__attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, int errfd)
+ * stdio, no locks. On failure it reports errno through *err_out (vfork shares our memory)
+ * or through errfd (fork), then exits 127. */
+__attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, int errfd,
+                                                 volatile int *err_out)
 {
     int err;
     int fds[4];
     int nfds = o->fds[3] >= 0 ? 4 : 3;
 
-    if (errfd < 4 && (errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 10)) < 0)
+    if (errfd >= 0 && errfd < 4 && (errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 10)) < 0)
         _exit(127);
     /* Move sources out of the 0..3 range first so the dup2 calls cannot clobber each other. */
     for (int i = 0; i < 4; i++) {
@@ -207,9 +237,8 @@ __attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, 
         }
     }
     /* Nothing else is inherited: close what a library may have opened without O_CLOEXEC.
-     * The error pipe is O_CLOEXEC and must stay open until execve. */
-    if (close_from(nfds, errfd) < 0)
-        goto fail;
+     * The error pipe (fork builds) is O_CLOEXEC and must stay open until execve. */
+    close_from(nfds, errfd >= 0 ? errfd : INT32_MAX);
     if (setsid() < 0)
         goto fail;
     if (o->rlimits != NULL) {
@@ -224,12 +253,12 @@ __attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, 
                 goto fail;
         }
     }
-    /* Default dispositions for every signal, then an empty mask (the parent blocked all). */
+    /* Default dispositions, then an empty mask (the parent blocked everything for us). */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++) {
-        if (sig != SIGKILL && sig != SIGSTOP)
+        if (sigismember(&reset_set, sig) == 1)
             sigaction(sig, &sa, NULL);
     }
     sigset_t none;
@@ -238,7 +267,9 @@ __attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, 
     execve(o->path, o->argv, o->envp);
 fail:
     err = errno;
-    if (write(errfd, &err, sizeof err) < 0) {
+    if (err_out != NULL)
+        *err_out = err;
+    if (errfd >= 0 && write(errfd, &err, sizeof err) < 0) {
         /* the parent then sees a plain exit 127 */
     }
     _exit(127);
@@ -246,51 +277,57 @@ fail:
 
 pid_t wd_child_spawn(const struct wd_child_opts *o)
 {
-    int errpipe[2];
     sigset_t all, old;
     pid_t pid;
-    int child_err = 0;
+    int fork_errno;
 
-    if (pipe2(errpipe, O_CLOEXEC) < 0)
-        return -errno;
     if (reaper.n == reaper.cap) {
         size_t cap = reaper.cap ? reaper.cap * 2 : 16;
         struct watch *v = realloc(reaper.v, cap * sizeof *v);
-        if (v == NULL) {
-            close(errpipe[0]);
-            close(errpipe[1]);
+        if (v == NULL)
             return -ENOMEM;
-        }
         reaper.v = v;
         reaper.cap = cap;
     }
-
     /* Block every signal so no handler of ours runs in the child before it resets them. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
 #ifdef WD_USE_FORK
-    pid = fork();
-#else
-    pid = vfork();
-#endif
-    if (pid == 0)
-        child_exec(o, errpipe[1]);
-    int fork_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(errpipe[1]);
-    if (pid < 0) {
-        close(errpipe[0]);
+    int errpipe[2];
+    int child_err = 0;
+    if (pipe2(errpipe, O_CLOEXEC) < 0) {
+        fork_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         return -fork_errno;
     }
-    ssize_t n;
-    do {
-        n = read(errpipe[0], &child_err, sizeof child_err);
-    } while (n < 0 && errno == EINTR);
-    close(errpipe[0]);
-    if (n == (ssize_t)sizeof child_err) {
-        /* exec failed: the child exits 127 and is reaped as an unknown pid */
-        return -child_err;
+    pid = fork();
+    if (pid == 0)
+        child_exec(o, errpipe[1], NULL);
+    fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(errpipe[1]);
+    if (pid > 0) {
+        ssize_t n;
+        do {
+            n = read(errpipe[0], &child_err, sizeof child_err);
+        } while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)sizeof child_err)
+            child_err = 0;
     }
+    close(errpipe[0]);
+#else
+    /* vfork: we resume only after the child called execve or _exit, so child_err is final. */
+    volatile int child_err = 0;
+    pid = vfork();
+    if (pid == 0)
+        child_exec(o, -1, &child_err);
+    fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+#endif
+    if (pid < 0)
+        return -fork_errno;
+    if (child_err != 0)
+        return -child_err; /* exec failed: the child exits 127, reaped as an unknown pid */
     reaper.v[reaper.n++] = (struct watch){pid, o->on_exit, o->arg};
     return pid;
 }
