@@ -7,8 +7,9 @@
 #include "http1.h"
 
 enum wd_cgi_flavor {
-    WD_CGI_OW = 0, /* of-watchdog: headers, Http_Method, Http_Transfer_Encoding, Http_Query, Http_Path */
-    WD_CGI_CW,     /* classic: the above plus Http_ContentLength, Http_Content_Length, Http_Host */
+    WD_CGI_OW =
+        0, /* of-watchdog: headers, Http_Method, Http_Transfer_Encoding, Http_Query, Http_Path */
+    WD_CGI_CW, /* classic: the above plus Http_ContentLength, Http_Content_Length, Http_Host */
 };
 
 /* Build the handler's environment: a copy of base (the watchdog's own environment) where

@@ -27,9 +27,9 @@
 #include "config.h"
 #include "log.h"
 
-#define STDIN_HIGH (256u * 1024) /* pause the client above this much queued for stdin */
-#define EXIT_GRACE_MS 100        /* after exit: how long pipes held by escapees may stay open */
-#define CGI_HEAD_MAX (64u * 1024)
+#define STDIN_HIGH ((size_t)256 * 1024) /* pause the client above this much queued for stdin */
+#define EXIT_GRACE_MS 100 /* after exit: how long pipes held by escapees may stay open */
+#define CGI_HEAD_MAX ((size_t)64 * 1024)
 
 enum variant { V_CLASSIC, V_SERIALIZING, V_STREAMING };
 
@@ -40,8 +40,8 @@ struct fork_state {
     struct wd_app *app;
     const struct wd_config *cfg;
     enum variant variant;
-    char *path;              /* resolved fprocess argv[0]; NULL until it resolves */
-    struct fork_job *jobs;   /* every live job, for stop() */
+    char *path;            /* resolved fprocess argv[0]; NULL until it resolves */
+    struct fork_job *jobs; /* every live job, for stop() */
     wd_done_cb stop_done;
     void *stop_arg;
     bool is_stopping;
@@ -57,20 +57,20 @@ struct fork_job {
     struct fork_job *prev, *next;
     pid_t pid;
     uv_pipe_t p_in, p_out, p_err;
-    uv_timer_t timer;        /* exec_timeout, then the exit grace */
+    uv_timer_t timer; /* exec_timeout, then the exit grace */
     int open_handles;
     bool in_open, out_open, err_open, timer_open;
     bool is_spawned, has_exited, out_eof, err_eof, timed_out, body_ended;
     int exit_status, term_signal;
-    size_t stdin_queued;     /* bytes written to stdin not yet taken by the pipe */
+    size_t stdin_queued; /* bytes written to stdin not yet taken by the pipe */
     bool paused_client;
     bool out_paused;
     bool sent_head;
-    struct wd_buf body;      /* classic/serializing: whole request body */
-    struct wd_buf out;       /* classic/serializing: stdout; streaming: CGI head bytes */
+    struct wd_buf body; /* classic/serializing: whole request body */
+    struct wd_buf out;  /* classic/serializing: stdout; streaming: CGI head bytes */
     struct wd_linelog errlog;
-    char **envp;             /* owned, one allocation (NULL when the base env is used) */
-    char errtext[320];       /* exec failure text */
+    char **envp;       /* owned, one allocation (NULL when the base env is used) */
+    char errtext[320]; /* exec failure text */
 };
 
 static void job_finish(struct fork_job *job);
@@ -91,21 +91,37 @@ static const char *header_value(const struct wd_http1_head *head, const char *na
 /* A subset of Go's http.DetectContentType, enough for what handlers print. */
 static const char *sniff(const char *p, size_t len)
 {
-    static const char *const html[] = {"<!DOCTYPE HTML", "<HTML", "<HEAD", "<SCRIPT", "<IFRAME",
-                                       "<H1", "<DIV", "<FONT", "<TABLE", "<A", "<STYLE",
-                                       "<TITLE", "<B", "<BODY", "<BR", "<P", "<!--"};
-    size_t i = 0;
+    static const char *const html[] = {"<!DOCTYPE HTML",
+                                       "<HTML",
+                                       "<HEAD",
+                                       "<SCRIPT",
+                                       "<IFRAME",
+                                       "<H1",
+                                       "<DIV",
+                                       "<FONT",
+                                       "<TABLE",
+                                       "<A",
+                                       "<STYLE",
+                                       "<TITLE",
+                                       "<B",
+                                       "<BODY",
+                                       "<BR",
+                                       "<P",
+                                       "<!--"};
     if (len == 0)
         return NULL;
-    while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r' || p[i] == '\f'))
-        i++;
+    const char *t = p;
+    size_t rest = len;
+    while (rest > 0 && strchr(" \t\n\r\f", *t) != NULL) {
+        t++;
+        rest--;
+    }
     for (size_t k = 0; k < WD_ARRAY_LEN(html); k++) {
         size_t n = strlen(html[k]);
-        if (len - i > n && strncasecmp(p + i, html[k], n) == 0 &&
-            (p[i + n] == ' ' || p[i + n] == '>'))
+        if (rest > n && strncasecmp(t, html[k], n) == 0 && (t[n] == ' ' || t[n] == '>'))
             return "text/html; charset=utf-8";
     }
-    if (len - i >= 5 && memcmp(p + i, "<?xml", 5) == 0)
+    if (rest >= 5 && memcmp(t, "<?xml", 5) == 0)
         return "text/xml; charset=utf-8";
     if (len >= 5 && memcmp(p, "%PDF-", 5) == 0)
         return "application/pdf";
@@ -115,8 +131,7 @@ static const char *sniff(const char *p, size_t len)
         return "image/gif";
     if (len >= 3 && memcmp(p, "\xff\xd8\xff", 3) == 0)
         return "image/jpeg";
-    size_t n = len < 512 ? len : 512;
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < len && k < 512; k++) {
         unsigned char ch = (unsigned char)p[k];
         if (ch <= 0x08 || ch == 0x0b || (ch >= 0x0e && ch <= 0x1a) || (ch >= 0x1c && ch <= 0x1f))
             return "application/octet-stream";
@@ -238,7 +253,7 @@ static void on_out_alloc_buffered(uv_handle_t *h, size_t suggested, uv_buf_t *bu
 {
     struct fork_job *job = h->data;
     WD_UNUSED(suggested);
-    if (wd_buf_reserve(&job->out, 64 * 1024) < 0) {
+    if (wd_buf_reserve(&job->out, (size_t)64 * 1024) < 0) {
         *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: treated as EOF */
         return;
     }
@@ -305,9 +320,8 @@ static void stream_write(struct fork_job *job, const char *p, size_t len)
 /* cgi_response: hold output until the CGI head is complete. */
 static void stream_cgi(struct fork_job *job, const char *p, size_t len)
 {
-    if (wd_buf_append(&job->out, p, len) < 0) {
-        len = 0;
-    }
+    if (wd_buf_append(&job->out, p, len) < 0)
+        wd_log_error("cgi_response: out of memory");
     struct wd_cgi_head cgi;
     memset(&cgi, 0, sizeof cgi);
     int rc = wd_cgi_parse_head(&cgi, job->out.data, job->out.len, CGI_HEAD_MAX);
@@ -764,8 +778,8 @@ static int marshal(struct fork_job *job)
             v |= s[i + 2];
         enc[o++] = b64[(v >> 18) & 63];
         enc[o++] = b64[(v >> 12) & 63];
-        enc[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        enc[o++] = i + 2 < n ? b64[v & 63] : '=';
+        enc[o++] = (char)(i + 1 < n ? b64[(v >> 6) & 63] : '=');
+        enc[o++] = (char)(i + 2 < n ? b64[v & 63] : '=');
     }
     enc[o] = '\0';
     cJSON_AddStringToObject(body, "raw", enc);
@@ -783,8 +797,8 @@ static int marshal(struct fork_job *job)
 static void start_failed(struct fork_job *job, int rc)
 {
     if (job->errtext[0] == '\0')
-        snprintf(job->errtext, sizeof job->errtext, "fork/exec %s: %s", job->st->cfg->fprocess_argv[0],
-                 uv_strerror(rc));
+        snprintf(job->errtext, sizeof job->errtext, "fork/exec %s: %s",
+                 job->st->cfg->fprocess_argv[0], uv_strerror(rc));
     job_finish(job);
 }
 
@@ -946,19 +960,35 @@ static void stop(void *state, wd_done_cb done, void *arg)
     st->stop_arg = arg;
 }
 
-#define FORK_MODE(var, mname, startfn)                                                             \
-    const struct wd_mode var = {                                                                   \
-        .name = mname,                                                                             \
-        .start = startfn,                                                                          \
-        .is_ready = NULL,                                                                          \
-        .on_headers = on_headers,                                                                  \
-        .on_body = on_body,                                                                        \
-        .on_end = on_end,                                                                          \
-        .on_drain = on_drain,                                                                      \
-        .on_abort = on_abort,                                                                      \
-        .stop = stop,                                                                              \
-    }
+const struct wd_mode wd_mode_classic = {
+    .name = "classic",
+    .start = start_classic,
+    .on_headers = on_headers,
+    .on_body = on_body,
+    .on_end = on_end,
+    .on_drain = on_drain,
+    .on_abort = on_abort,
+    .stop = stop,
+};
 
-FORK_MODE(wd_mode_classic, "classic", start_classic);
-FORK_MODE(wd_mode_serializing, "serializing", start_serializing);
-FORK_MODE(wd_mode_streaming, "streaming", start_streaming);
+const struct wd_mode wd_mode_serializing = {
+    .name = "serializing",
+    .start = start_serializing,
+    .on_headers = on_headers,
+    .on_body = on_body,
+    .on_end = on_end,
+    .on_drain = on_drain,
+    .on_abort = on_abort,
+    .stop = stop,
+};
+
+const struct wd_mode wd_mode_streaming = {
+    .name = "streaming",
+    .start = start_streaming,
+    .on_headers = on_headers,
+    .on_body = on_body,
+    .on_end = on_end,
+    .on_drain = on_drain,
+    .on_abort = on_abort,
+    .stop = stop,
+};

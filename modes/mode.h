@@ -23,23 +23,23 @@
 struct wd_req {
     const struct wd_http1_head *head; /* method, target, path, query, headers, ... */
     struct wd_app *app;
-    uint64_t id;           /* call id, also sent as X-Call-Id */
-    uint64_t start_ns;     /* uv_hrtime() when the head was complete */
-    bool is_head;          /* HEAD: the server drops body bytes */
-    bool is_ready_probe;   /* /_/ready proxied to ready_path */
-    void *mode_data;       /* the only field a mode writes */
+    uint64_t id;         /* call id, also sent as X-Call-Id */
+    uint64_t start_ns;   /* uv_hrtime() when the head was complete */
+    bool is_head;        /* HEAD: the server drops body bytes */
+    bool is_ready_probe; /* /_/ready proxied to ready_path */
+    void *mode_data;     /* the only field a mode writes */
 };
 
 struct wd_mode {
     const char *name;
-    int (*start)(struct wd_app *app, void **state);               /* once, before listening */
-    bool (*is_ready)(void *state);                                /* NULL: always ready */
+    int (*start)(struct wd_app *app, void **state); /* once, before listening */
+    bool (*is_ready)(void *state);                  /* NULL: always ready */
     void (*on_headers)(void *state, struct wd_req *req);
     void (*on_body)(struct wd_req *req, const char *at, size_t len);
     void (*on_end)(struct wd_req *req);
-    void (*on_drain)(struct wd_req *req);                         /* may be NULL */
+    void (*on_drain)(struct wd_req *req); /* may be NULL */
     void (*on_abort)(struct wd_req *req);
-    void (*stop)(void *state, wd_done_cb done, void *arg);        /* kill, close, free, then done */
+    void (*stop)(void *state, wd_done_cb done, void *arg); /* kill, close, free, then done */
 };
 
 const struct wd_mode *wd_mode_find(const char *name);

@@ -188,9 +188,9 @@ static sigset_t reset_set;
 
 static void init_reset_set(void)
 {
-    static const int ours[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
-                               SIGUSR2, SIGALRM, SIGWINCH, SIGTTIN, SIGTTOU, SIGTSTP, SIGXFSZ,
-                               SIGXCPU, SIGURG};
+    static const int ours[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT,   SIGHUP,  SIGQUIT,
+                               SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH, SIGTTIN, SIGTTOU,
+                               SIGTSTP, SIGXFSZ, SIGXCPU, SIGURG};
     sigemptyset(&reset_set);
     for (size_t i = 0; i < WD_ARRAY_LEN(ours); i++)
         sigaddset(&reset_set, ours[i]);
@@ -243,8 +243,8 @@ __attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, 
         goto fail;
     if (o->rlimits != NULL) {
         static const int res[] = {RLIMIT_AS, RLIMIT_CPU, RLIMIT_NOFILE, RLIMIT_NPROC};
-        const int64_t val[] = {o->rlimits->as_bytes, o->rlimits->cpu_seconds,
-                               o->rlimits->nofile, o->rlimits->nproc};
+        const int64_t val[] = {o->rlimits->as_bytes, o->rlimits->cpu_seconds, o->rlimits->nofile,
+                               o->rlimits->nproc};
         for (size_t i = 0; i < WD_ARRAY_LEN(res); i++) {
             if (val[i] < 0)
                 continue;

@@ -18,10 +18,10 @@ struct uv_loop_s;
 typedef void (*wd_child_exit_cb)(void *arg, int exit_status, int term_signal);
 
 struct wd_child_opts {
-    const char *path;          /* resolved executable (wd_child_resolve) */
+    const char *path; /* resolved executable (wd_child_resolve) */
     char *const *argv;
     char *const *envp;
-    int fds[4];                /* child's fds 0..3 (-1: /dev/null for 0-2, absent for 3) */
+    int fds[4];                       /* child's fds 0..3 (-1: /dev/null for 0-2, absent for 3) */
     const struct wd_rlimits *rlimits; /* may be NULL */
     wd_child_exit_cb on_exit;
     void *arg;

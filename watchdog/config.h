@@ -31,25 +31,25 @@ struct wd_rlimits {
  * Durations are milliseconds, sizes are bytes. 0 means "none/unlimited" unless noted. */
 struct wd_config {
     enum wd_mode_kind mode;
-    const char *mode_name;     /* static string: "streaming", ... */
+    const char *mode_name; /* static string: "streaming", ... */
 
-    char *fprocess;            /* raw string as configured (function_process wins), or NULL */
-    char **fprocess_argv;      /* NULL-terminated, split with shell-like quoting; NULL if unset */
+    char *fprocess;       /* raw string as configured (function_process wins), or NULL */
+    char **fprocess_argv; /* NULL-terminated, split with shell-like quoting; NULL if unset */
     size_t fprocess_argc;
 
-    int port;                  /* port, else PORT, else 8080; 0 = ask the kernel */
-    char *bind_address;        /* NULL = all interfaces (IPv6 wildcard with v4-mapped, or 0.0.0.0) */
-    int metrics_port;          /* 8081; 0 disables */
+    int port;           /* port, else PORT, else 8080; 0 = ask the kernel */
+    char *bind_address; /* NULL = all interfaces (IPv6 wildcard with v4-mapped, or 0.0.0.0) */
+    int metrics_port;   /* 8081; 0 disables */
 
-    uint64_t read_timeout_ms;        /* 30s; 0 = none */
-    uint64_t write_timeout_ms;       /* 30s; 0 is a config error (as OW) */
-    uint64_t exec_timeout_ms;        /* classic 0, others 30s; 0 = none */
+    uint64_t read_timeout_ms;         /* 30s; 0 = none */
+    uint64_t write_timeout_ms;        /* 30s; 0 is a config error (as OW) */
+    uint64_t exec_timeout_ms;         /* classic 0, others 30s; 0 = none */
     uint64_t healthcheck_interval_ms; /* = write_timeout unless set; 0 = no wait */
-    uint64_t shutdown_grace_ms;      /* 5s */
+    uint64_t shutdown_grace_ms;       /* 5s */
 
     bool suppress_lock;
-    char *ready_path;          /* NULL if unset */
-    char *lock_path;           /* $TMPDIR/.lock, default /tmp/.lock */
+    char *ready_path; /* NULL if unset */
+    char *lock_path;  /* $TMPDIR/.lock, default /tmp/.lock */
 
     uint64_t max_inflight;     /* 0 = unlimited */
     uint64_t max_queue;        /* 0 */
@@ -57,26 +57,26 @@ struct wd_config {
     uint64_t max_body_size;    /* 0 = unlimited */
     uint64_t max_header_size;  /* 1 MiB */
 
-    char *content_type;        /* NULL if unset (classic then echoes the request's) */
-    bool cgi_headers;          /* true */
-    bool combine_output;       /* true */
-    bool write_debug;          /* false */
-    bool marshal_request;      /* false */
-    bool debug_headers;        /* false */
-    bool cgi_response;         /* false */
+    char *content_type;   /* NULL if unset (classic then echoes the request's) */
+    bool cgi_headers;     /* true */
+    bool combine_output;  /* true */
+    bool write_debug;     /* false */
+    bool marshal_request; /* false */
+    bool debug_headers;   /* false */
+    bool cgi_response;    /* false */
     struct wd_rlimits rlimits;
 
-    char *upstream_url;        /* http_upstream_url wins; NULL if unset */
-    bool buffer_http;          /* buffer_http or http_buffer_req_body */
+    char *upstream_url; /* http_upstream_url wins; NULL if unset */
+    bool buffer_http;   /* buffer_http or http_buffer_req_body */
     enum wd_restart_policy restart_policy;
-    uint64_t workers;          /* 1 */
+    uint64_t workers; /* 1 */
     enum wd_warm_protocol warm_protocol;
-    bool warm_ack;             /* true */
-    char *static_path;         /* /home/app/public */
+    bool warm_ack;     /* true */
+    char *static_path; /* /home/app/public */
 
-    bool prefix_logs;          /* true */
-    int64_t log_buffer_size;   /* 65536; negative = unbounded */
-    bool log_callid;           /* false */
+    bool prefix_logs;        /* true */
+    int64_t log_buffer_size; /* 65536; negative = unbounded */
+    bool log_callid;         /* false */
     enum wd_log_format log_format;
 };
 

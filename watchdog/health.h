@@ -8,8 +8,8 @@
 struct wd_health {
     const char *lock_path; /* borrowed from the config */
     bool suppress_lock;
-    bool is_accepting;     /* ready and not shutting down */
-    bool has_lock;         /* we wrote it and have not removed it */
+    bool is_accepting; /* ready and not shutting down */
+    bool has_lock;     /* we wrote it and have not removed it */
 };
 
 void wd_health_init(struct wd_health *h, const char *lock_path, bool suppress_lock);

@@ -15,18 +15,18 @@ struct wd_header {
 };
 
 struct wd_http1_head {
-    const char *method;       /* "GET", ... */
-    const char *target;       /* raw request-target as sent: "/a/../b?x=%20" */
-    const char *path;         /* target up to '?', still percent-encoded */
-    const char *query;        /* after '?', still encoded; "" when none */
+    const char *method; /* "GET", ... */
+    const char *target; /* raw request-target as sent: "/a/../b?x=%20" */
+    const char *path;   /* target up to '?', still percent-encoded */
+    const char *query;  /* after '?', still encoded; "" when none */
     const struct wd_header *headers;
     size_t nheaders;
-    const char *host;         /* Host header value, or "" */
-    int64_t content_length;   /* body length; -1 when chunked; 0 when no body */
+    const char *host;       /* Host header value, or "" */
+    int64_t content_length; /* body length; -1 when chunked; 0 when no body */
     int http_major, http_minor;
-    bool keep_alive;          /* what the client asked for (HTTP/1.0 needs keep-alive) */
-    bool expect_continue;     /* "Expect: 100-continue" */
-    bool is_upgrade;          /* Upgrade requested (the body is then parsed as usual) */
+    bool keep_alive;      /* what the client asked for (HTTP/1.0 needs keep-alive) */
+    bool expect_continue; /* "Expect: 100-continue" */
+    bool is_upgrade;      /* Upgrade requested (the body is then parsed as usual) */
 };
 
 /* Each returns 0 to go on, or < 0 to abort parsing (wd_http1_execute then returns < 0 and

@@ -113,17 +113,20 @@ void wd_linelog_feed(struct wd_linelog *ll, const char *data, size_t len)
                     return;
             }
             size_t room = ll->cap - ll->len;
-            size_t part = take < room ? take : room;
-            memcpy(ll->buf + ll->len, data, part);
-            ll->len += part;
+            if (take > room) {
+                /* the line does not fit: emit a full piece and go on with the rest */
+                memcpy(ll->buf + ll->len, data, room);
+                emit(ll, ll->buf, ll->cap);
+                ll->len = 0;
+                data += room;
+                len -= room;
+                continue;
+            }
+            memcpy(ll->buf + ll->len, data, take);
+            ll->len += take;
             if (ll->len == ll->cap || nl != NULL) {
                 emit(ll, ll->buf, ll->len);
                 ll->len = 0;
-            }
-            if (part < take) {
-                data += part;
-                len -= part;
-                continue;
             }
         }
         data += take;

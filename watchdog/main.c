@@ -131,6 +131,13 @@ static void on_signal(uv_signal_t *h, int signum)
         uv_timer_start(&sd->timer, on_hc_timer, sd->app->cfg->healthcheck_interval_ms, 0);
 }
 
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    WD_UNUSED(arg);
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
 /* ---- -run-healthcheck ---------------------------------------------------------------- */
 
 /* With suppress_lock there is no lock file to look at: ask /_/health on loopback instead. */
@@ -167,26 +174,43 @@ static int run_healthcheck(const struct wd_config *cfg)
 
 /* ---- main ---------------------------------------------------------------------------- */
 
+/* Close every handle left on the loop (error paths), run it to the end, free it. */
+static void close_loop(uv_loop_t *loop)
+{
+    uv_walk(loop, close_walk_cb, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(loop);
+    if (rc != 0)
+        wd_log_warn("loop closed with open handles: %s", uv_strerror(rc));
+    free(loop);
+}
+
+static void on_stopped_early(void *arg)
+{
+    WD_UNUSED(arg);
+}
+
 static int serve(struct wd_app *app)
 {
     const struct wd_config *cfg = app->cfg;
     struct wd_health health;
     struct shutdown sd;
     char err[512];
-    uv_loop_t loop;
     int rc;
 
     memset(&sd, 0, sizeof sd);
-    rc = uv_loop_init(&loop);
-    if (rc < 0) {
-        wd_log_error("uv_loop_init: %s", uv_strerror(rc));
+    /* On the heap, so the app never points into a stack frame. */
+    uv_loop_t *loop = malloc(sizeof *loop);
+    if (loop == NULL || uv_loop_init(loop) < 0) {
+        wd_log_error("cannot create the event loop");
+        free(loop);
         return 1;
     }
-    app->loop = &loop;
-    rc = wd_child_init(&loop);
+    app->loop = loop;
+    rc = wd_child_init(loop);
     if (rc < 0) {
         wd_log_error("SIGCHLD handler: %s", uv_strerror(rc));
-        return 1;
+        goto fail_loop;
     }
     wd_health_init(&health, cfg->lock_path, cfg->suppress_lock);
     wd_health_clear_stale(&health);
@@ -203,23 +227,14 @@ static int serve(struct wd_app *app)
     rc = app->mode->start(app, &app->mode_state);
     if (rc < 0) {
         wd_log_error("mode %s: cannot start: %s", cfg->mode_name, uv_strerror(rc));
-        return 1;
+        goto fail_child;
     }
     rc = wd_server_start(app, &health, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "Error: %s\n", err);
-        return 1;
+        goto fail_mode;
     }
     wd_log_info("Listening on port: %d", wd_server_port(app->server));
-
-    uv_signal_init(&loop, &sd.sigterm);
-    uv_signal_init(&loop, &sd.sigint);
-    uv_timer_init(&loop, &sd.timer);
-    sd.app = app;
-    sd.health = &health;
-    sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
-    uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&sd.sigint, on_signal, SIGINT);
 
     if (app->mode->is_ready == NULL || app->mode->is_ready(app->mode_state)) {
         if (!cfg->suppress_lock)
@@ -229,22 +244,38 @@ static int serve(struct wd_app *app)
             /* fixed: OW exits 0 silently here, CW panics */
             fprintf(stderr, "Error: cannot write lock file %s: %s\n", cfg->lock_path,
                     strerror(-rc));
-            sd.is_started = true;
             wd_server_abort_all(app->server);
-            app->mode->stop(app->mode_state, on_mode_stopped, &sd);
-            uv_run(&loop, UV_RUN_DEFAULT);
-            sd.exit_code = 1;
+            goto fail_mode;
         }
     }
-    if (sd.exit_code == 0)
-        uv_run(&loop, UV_RUN_DEFAULT);
+
+    uv_signal_init(loop, &sd.sigterm);
+    uv_signal_init(loop, &sd.sigint);
+    uv_timer_init(loop, &sd.timer);
+    sd.app = app;
+    sd.health = &health;
+    sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
+    uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sd.sigint, on_signal, SIGINT);
+    uv_run(loop, UV_RUN_DEFAULT);
+
     wd_health_mark_unready(&health);
-    rc = uv_loop_close(&loop);
-    if (rc != 0)
-        wd_log_warn("loop closed with open handles: %s", uv_strerror(rc));
+    close_loop(loop);
     wd_server_free(app->server);
     app->server = NULL;
+    app->loop = NULL;
     return sd.exit_code;
+
+fail_mode:
+    app->mode->stop(app->mode_state, on_stopped_early, NULL);
+fail_child:
+    wd_child_close();
+fail_loop:
+    close_loop(loop);
+    wd_server_free(app->server);
+    app->server = NULL;
+    app->loop = NULL;
+    return 1;
 }
 
 int main(int argc, char **argv)

@@ -20,29 +20,29 @@
 #include "log.h"
 #include "mode.h"
 
-#define HIGH_WATER (256u * 1024)   /* wd_res_write asks the mode to wait above this */
-#define LOW_WATER (64u * 1024)     /* on_drain once the queue is back below this */
-#define PENDING_MAX (64u * 1024)   /* pipelined bytes held while a request runs */
+#define HIGH_WATER ((size_t)256 * 1024) /* wd_res_write asks the mode to wait above this */
+#define LOW_WATER ((size_t)64 * 1024)   /* on_drain once the queue is back below this */
+#define PENDING_MAX ((size_t)64 * 1024) /* pipelined bytes held while a request runs */
 
 enum req_kind { REQ_NONE = 0, REQ_MODE, REQ_INTERNAL };
 
 struct conn {
     uv_tcp_t tcp;
-    uv_timer_t read_timer;   /* read_timeout: idle wait, then head + body */
-    uv_timer_t write_timer;  /* write_timeout: from head complete to response end */
+    uv_timer_t read_timer;  /* read_timeout: idle wait, then head + body */
+    uv_timer_t write_timer; /* write_timeout: from head complete to response end */
     uv_shutdown_t shutdown;
     int open_handles;
     struct wd_server *srv;
     struct conn *prev, *next;
     struct wd_http1 *parser;
 
-    struct wd_req req;       /* lent to the mode while mode_attached */
+    struct wd_req req;               /* lent to the mode while mode_attached */
     struct wd_http1_head probe_head; /* /_/ready rewritten to ready_path */
     enum req_kind kind;
-    bool mode_attached;      /* the mode may call us for req; cleared on end/abort */
+    bool mode_attached; /* the mode may call us for req; cleared on end/abort */
     bool body_to_mode;
-    bool counted;            /* holds a max_inflight slot */
-    bool parser_stopped;     /* message complete, waiting for the response */
+    bool counted;        /* holds a max_inflight slot */
+    bool parser_stopped; /* message complete, waiting for the response */
     bool body_done;
     bool res_started, res_done;
     bool res_chunked, res_no_body;
@@ -54,7 +54,7 @@ struct conn {
     uint64_t bytes_out;
     char *pending;
     size_t pending_len;
-    char *note;              /* failure text the mode reported, logged with the request */
+    char *note; /* failure text the mode reported, logged with the request */
 };
 
 struct wd_server {
@@ -87,38 +87,70 @@ static void log_request(struct conn *c);
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Request Entity Too Large";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Requested Range Not Satisfiable";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 413:
+        return "Request Entity Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Requested Range Not Satisfiable";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
     }
 }
 
@@ -331,8 +363,8 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
         conn_close(c);
         return UV_ENOMEM;
     }
-    size_t len = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: ", status,
-                                  reason_phrase(status));
+    size_t len =
+        (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: ", status, reason_phrase(status));
     len += http_date(buf + len, cap - len);
     buf[len++] = '\r';
     buf[len++] = '\n';
@@ -347,13 +379,12 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
         buf[len++] = '\r';
         buf[len++] = '\n';
     }
-    if (status == 204 || status == 304 || status < 200) {
-        /* no framing headers */
-    } else if (content_length >= 0) {
+    bool has_framing = !(status == 204 || status == 304 || status < 200);
+    if (has_framing && content_length >= 0) {
         len += (size_t)snprintf(buf + len, cap - len, "Content-Length: %lld\r\n",
                                 (long long)content_length);
-    } else if (req->is_head) {
-        /* unknown length, no body: neither header (as Go) */
+    } else if (!has_framing || req->is_head) {
+        /* no body, or HEAD of unknown length: neither header (as Go) */
     } else if (!http10) {
         c->res_chunked = true;
         len += (size_t)snprintf(buf + len, cap - len, "Transfer-Encoding: chunked\r\n");
@@ -386,8 +417,8 @@ int wd_res_write(struct wd_req *req, const void *data, size_t len)
     if (c->res_chunked) {
         char pre[24];
         int pn = snprintf(pre, sizeof pre, "%zx\r\n", len);
-        uv_buf_t b[3] = {uv_buf_init(pre, (unsigned int)pn), uv_buf_init((char *)data, (unsigned int)len),
-                         uv_buf_init("\r\n", 2)};
+        uv_buf_t b[3] = {uv_buf_init(pre, (unsigned int)pn),
+                         uv_buf_init((char *)data, (unsigned int)len), uv_buf_init("\r\n", 2)};
         rc = conn_write(c, b, 3);
     } else {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned int)len);
@@ -680,9 +711,13 @@ static void conn_bad_request(struct conn *c)
     if (!c->res_started) {
         if (c->req.head == NULL) {
             /* no head yet: answer with a minimal request context */
-            static const struct wd_http1_head none = {.method = "-", .target = "-", .path = "",
-                                                       .query = "", .host = "", .http_major = 1,
-                                                       .http_minor = 1};
+            static const struct wd_http1_head none = {.method = "-",
+                                                      .target = "-",
+                                                      .path = "",
+                                                      .query = "",
+                                                      .host = "",
+                                                      .http_major = 1,
+                                                      .http_minor = 1};
             memset(&c->req, 0, sizeof c->req);
             c->req.head = &none;
             c->req.start_ns = uv_hrtime();

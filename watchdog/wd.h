@@ -36,10 +36,10 @@ typedef void (*wd_done_cb)(void *arg);
 struct wd_app {
     struct uv_loop_s *loop;
     const struct wd_config *cfg;
-    char **base_env;              /* borrowed: the watchdog's own environment, NULL-terminated */
-    struct wd_server *server;     /* owned by main.c */
-    const struct wd_mode *mode;   /* static table entry */
-    void *mode_state;             /* owned by the mode: created by start(), freed by stop() */
+    char **base_env;            /* borrowed: the watchdog's own environment, NULL-terminated */
+    struct wd_server *server;   /* owned by main.c */
+    const struct wd_mode *mode; /* static table entry */
+    void *mode_state;           /* owned by the mode: created by start(), freed by stop() */
     bool is_shutting_down;
 };
 

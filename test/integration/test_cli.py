@@ -117,7 +117,10 @@ def test_metrics_port_in_use_is_config_error(tmp_path):
     s.listen(1)
     try:
         port = s.getsockname()[1]
-        p = run([], {"fprocess": "cat", "metrics_port": str(port)}, tmp_path)
+        try:
+            p = run([], {"fprocess": "cat", "metrics_port": str(port)}, tmp_path, timeout=3)
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"started although metrics_port {port} is in use: {e.stderr!r}")
         err = p.stderr.decode()
         assert p.returncode == 1, err
         assert "metrics_port" in err or str(port) in err, err
@@ -140,3 +143,24 @@ def test_function_process_wins_over_fprocess(wd):
     w = wd({"fprocess": "false", "function_process": "echo fp", "mode": "serializing"})
     r = request(w.port, "POST", "/", b"")
     assert (r.status, r.body) == (200, b"fp\n")
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_metrics_endpoint(wd):
+    port = _free_port()
+    w = wd({"fprocess": "cat", "metrics_port": str(port)})
+    assert request(w.port, "POST", "/", b"x").status == 200
+    assert request(w.port, "GET", "/_/health").status in (200, 503)
+    r = request(port, "GET", "/metrics")
+    assert r.status == 200, r
+    text = r.body.decode()
+    assert re.search(r'^http_requests_total\{code="200",method="post"\} 1$', text, re.M), text[:2000]
+    assert "http_request_duration_seconds_bucket" in text
+    assert re.search(r"^http_requests_in_flight 0$", text, re.M)

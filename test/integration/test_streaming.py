@@ -146,7 +146,7 @@ def test_exec_timeout_after_output(wd):
     assert r.status == 200
     assert r.body.startswith(b"start\n")
     assert dt <= 1.3, f"response ended after {dt:.2f}s"
-    assert not wait_no_procs(marker, timeout=0.5), "handler processes survived the timeout"
+    assert not wait_no_procs(marker, exclude=(w.pid,), timeout=0.5), "handler processes survived the timeout"
     assert not wait_no_procs(w.marker, exclude=(w.pid,), timeout=0.5)
 
 
