@@ -686,8 +686,7 @@ static int on_message_complete(llhttp_t *ll)
 }
 
 static const llhttp_settings_t settings = {
-    .on_method = append_span,
-    .on_method_complete = end_string,
+    /* No on_method: the method is taken by take_method(), llhttp only sees a stand-in. */
     .on_url = append_span,
     .on_url_complete = end_string,
     .on_header_field = append_span,
@@ -762,6 +761,39 @@ static int feed(struct wd_http1 *p, const char *data, size_t n, size_t *used)
     return fail(p, UV_EPROTO, 400, llhttp_get_error_reason(&p->ll));
 }
 
+/* RFC 9110 9.1: a method is any token, and Go's server passes unknown ones (`FOO`) to the
+ * handler; llhttp 8.1 only knows a fixed list. So the request line's method is scanned and
+ * stored here, and llhttp is fed the stand-in "GET " instead: for a request, llhttp's framing
+ * never depends on the method (CONNECT, the one exception, is refused by split_target).
+ * Returns the bytes used; stops once the method and its SP are done, or on a bad byte. */
+static size_t take_method(struct wd_http1 *p, const char *data, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len && p->scan <= SCAN_METHOD) {
+        unsigned char c = (unsigned char)data[i];
+        enum scan_state before = p->scan;
+
+        if (scan_head_byte(p, c) < 0)
+            return i;
+        i++;
+        if (p->scan == SCAN_METHOD && arena_append(p, (const char *)&c, 1) < 0) {
+            fail(p, UV_ENOMEM, 500, "out of memory");
+            return i;
+        }
+        if (before == SCAN_METHOD && p->scan == SCAN_TARGET) {
+            if (arena_append(p, "", 1) < 0) {
+                fail(p, UV_ENOMEM, 500, "out of memory");
+                return i;
+            }
+            if (llhttp_execute(&p->ll, "GET ", 4) != HPE_OK)
+                fail(p, UV_EPROTO, 400, llhttp_get_error_reason(&p->ll));
+            return i;
+        }
+    }
+    return i;
+}
+
 int wd_http1_execute(struct wd_http1 *p, const char *data, size_t len, size_t *consumed)
 {
     size_t off = 0;
@@ -774,6 +806,14 @@ int wd_http1_execute(struct wd_http1 *p, const char *data, size_t len, size_t *c
         return WD_HTTP1_STOP;
     p->is_executing = true;
     while (off < len && rc == 0) {
+        if (p->scan <= SCAN_METHOD) {
+            off += take_method(p, data + off, len - off);
+            if (p->error != 0)
+                rc = p->error;
+            else if (p->scan_status != 0)
+                rc = fail(p, UV_EPROTO, p->scan_status, p->scan_reason);
+            continue;
+        }
         size_t n = scan(p, data + off, len - off), used;
 
         rc = feed(p, data + off, n, &used);
