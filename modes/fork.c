@@ -369,6 +369,36 @@ static void on_out_read_stream(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /* ---- finishing ----------------------------------------------------------------------- */
 
+/* cgi_response in the buffered modes: the head at the start of job->out sets the status and
+ * headers; `extra` headers are added (a Content-Type among them only when the head has none). */
+static void respond_cgi(struct fork_job *job, const struct wd_header *extra, size_t nextra)
+{
+    struct wd_cgi_head cgi;
+    memset(&cgi, 0, sizeof cgi);
+    int rc = wd_cgi_parse_head(&cgi, job->out.data, job->out.len, CGI_HEAD_MAX);
+    if (rc <= 0) {
+        const char *msg = "malformed CGI response from handler\n";
+        struct wd_header h[] = {{"Content-Type", "text/plain; charset=utf-8"}};
+        wd_req_note_error(job->req, "malformed CGI response head");
+        respond(job, 502, h, 1, msg, strlen(msg));
+        wd_cgi_head_free(&cgi);
+        return;
+    }
+    struct wd_header all[WD_ARRAY_LEN(cgi.headers) + 4];
+    size_t n = 0;
+    bool has_ct = false;
+    for (size_t i = 0; i < cgi.nheaders; i++) {
+        all[n++] = cgi.headers[i];
+        has_ct |= strcasecmp(cgi.headers[i].name, "Content-Type") == 0;
+    }
+    for (size_t i = 0; i < nextra && n < WD_ARRAY_LEN(all); i++) {
+        if (!(has_ct && strcasecmp(extra[i].name, "Content-Type") == 0))
+            all[n++] = extra[i];
+    }
+    respond(job, cgi.status, all, n, job->out.data + rc, job->out.len - (size_t)rc);
+    wd_cgi_head_free(&cgi);
+}
+
 static void finish_classic(struct fork_job *job, const char *failure)
 {
     const struct fork_state *st = job->st;
@@ -404,7 +434,7 @@ static void finish_classic(struct fork_job *job, const char *failure)
     const char *ct = st->cfg->content_type;
     if (ct == NULL)
         ct = header_value(job->req->head, "Content-Type");
-    if (ct == NULL)
+    if (ct == NULL && !st->cfg->cgi_response)
         ct = sniff(job->out.data, job->out.len);
     if (ct != NULL)
         h[n++] = (struct wd_header){"Content-Type", ct};
@@ -415,7 +445,10 @@ static void finish_classic(struct fork_job *job, const char *failure)
     } else {
         wd_log_info("Wrote %zu Bytes - Duration: %f seconds", job->out.len, secs);
     }
-    respond(job, 200, h, n, job->out.data, job->out.len);
+    if (st->cfg->cgi_response)
+        respond_cgi(job, h, n);
+    else
+        respond(job, 200, h, n, job->out.data, job->out.len);
 }
 
 static void finish_serializing(struct fork_job *job, const char *failure)
@@ -430,26 +463,7 @@ static void finish_serializing(struct fork_job *job, const char *failure)
     } else if (failure != NULL) {
         respond(job, 500, h, 2, failure, strlen(failure)); /* OW: no trailing newline */
     } else if (job->st->cfg->cgi_response) {
-        struct wd_cgi_head cgi;
-        memset(&cgi, 0, sizeof cgi);
-        int rc = wd_cgi_parse_head(&cgi, job->out.data, job->out.len, CGI_HEAD_MAX);
-        if (rc <= 0) {
-            const char *msg = "malformed CGI response from handler\n";
-            respond(job, 502, h, 1, msg, strlen(msg));
-        } else {
-            struct wd_header all[67];
-            size_t n = 0;
-            bool has_ct = false;
-            for (size_t i = 0; i < cgi.nheaders; i++) {
-                all[n++] = cgi.headers[i];
-                has_ct |= strcasecmp(cgi.headers[i].name, "Content-Type") == 0;
-            }
-            if (!has_ct)
-                all[n++] = h[0];
-            all[n++] = h[1];
-            respond(job, cgi.status, all, n, job->out.data + rc, job->out.len - (size_t)rc);
-        }
-        wd_cgi_head_free(&cgi);
+        respond_cgi(job, h, 2);
     } else {
         respond(job, 200, h, 2, job->out.data, job->out.len);
     }

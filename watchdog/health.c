@@ -16,8 +16,7 @@ void wd_health_init(struct wd_health *h, const char *lock_path, bool suppress_lo
 
 void wd_health_clear_stale(struct wd_health *h)
 {
-    if (!h->suppress_lock)
-        unlink(h->lock_path);
+    unlink(h->lock_path); /* also with suppress_lock: a stale lock must not look healthy */
 }
 
 int wd_health_mark_ready(struct wd_health *h)
