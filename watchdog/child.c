@@ -186,6 +186,20 @@ static int close_from(int from, int keep)
  * keeps the vfork window short (a handful of system calls instead of 64). */
 static sigset_t reset_set;
 
+/* The kernel's sigaction: glibc's refuses the signals it reserves (32, 33), which a runtime
+ * such as ASan may still have set to "ignore", and a handler must not inherit that. */
+struct ksigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+
+static int raw_sigaction(int sig, const struct ksigaction *sa, struct ksigaction *old)
+{
+    return (int)syscall(SYS_rt_sigaction, sig, sa, old, sizeof(uint64_t));
+}
+
 static void init_reset_set(void)
 {
     static const int ours[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT,   SIGHUP,  SIGQUIT,
@@ -195,9 +209,9 @@ static void init_reset_set(void)
     for (size_t i = 0; i < WD_ARRAY_LEN(ours); i++)
         sigaddset(&reset_set, ours[i]);
     for (int sig = 1; sig < NSIG; sig++) {
-        struct sigaction old;
-        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &old) == 0 &&
-            old.sa_handler != SIG_DFL)
+        struct ksigaction old;
+        if (sig != SIGKILL && sig != SIGSTOP && raw_sigaction(sig, NULL, &old) == 0 &&
+            old.handler != SIG_DFL)
             sigaddset(&reset_set, sig);
     }
 }
@@ -254,12 +268,12 @@ __attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, 
         }
     }
     /* Default dispositions, then an empty mask (the parent blocked everything for us). */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
+    struct ksigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++) {
         if (sigismember(&reset_set, sig) == 1)
-            sigaction(sig, &sa, NULL);
+            raw_sigaction(sig, &dfl, NULL);
     }
     sigset_t none;
     sigemptyset(&none);

@@ -437,6 +437,11 @@ static void finish_response(struct conn *c)
 {
     c->res_done = true;
     c->mode_attached = false;
+    if (c->paused_by_mode) {
+        /* The mode paused the body and is gone: the rest of the body is ours to discard. */
+        c->paused_by_mode = false;
+        update_reading(c);
+    }
     maybe_complete(c);
 }
 
