@@ -133,6 +133,17 @@ command -v curl >/dev/null || { echo "bench: curl missing: apt-get install curl"
 [ -x "$FWATCHDOG" ] || { echo "bench: $FWATCHDOG is not executable (run make first)" >&2; exit 1; }
 [ -x "$RAWSPAWN" ] || { echo "bench: $RAWSPAWN is not executable" >&2; exit 1; }
 
+# The echo client (bench/echoclient.c) is built here, beside the watchdog, when missing or stale.
+ECHOCLIENT=$(dirname "$FWATCHDOG")/echoclient
+ECHO_SRC=$(dirname "${BASH_SOURCE[0]}")/echoclient.c
+if [ "$ECHO_SRC" -nt "$ECHOCLIENT" ]; then
+    echo "bench: CC $ECHO_SRC -> $ECHOCLIENT" >&2
+    if ! ${CC:-cc} -O2 -Wall -Wextra -Werror -o "$ECHOCLIENT" "$ECHO_SRC" 2>"$WORK/echoclient.cc"; then
+        note_fail "echoclient: ${CC:-cc} failed: $(head -n 5 "$WORK/echoclient.cc" | tr '\n' ' ')"
+        ECHOCLIENT=
+    fi
+fi
+
 head -c "$PAYLOAD" /dev/zero | tr '\0' x >"$WORK/payload"
 cat >"$WORK/post.lua" <<EOF
 wrk.method = "POST"
@@ -263,98 +274,15 @@ fi
 # 4. streaming echo of $ECHO_MIB MiB through cat: send and receive at once, on a fresh watchdog.
 echo "bench: streaming echo of $ECHO_MIB MiB" >&2
 ECHO_RATE=FAILED ECHO_HWM=-
-if start_wd echo streaming; then
-    ECHO_OUT=$("$PY" - "$WD_PORT" "$ECHO_MIB" 2>&1 <<'PYEOF'
-import socket, sys, threading, time
-
-port, mib = int(sys.argv[1]), int(sys.argv[2])
-total = mib << 20
-t0 = time.perf_counter()
-s = socket.create_connection(("127.0.0.1", port), timeout=60)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-s.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % total)
-send_err = []
-
-def sender():
-    block, left = bytes(256 << 10), total
-    try:
-        while left:
-            k = min(left, len(block))
-            s.sendall(memoryview(block)[:k])
-            left -= k
-    except OSError as e:
-        send_err.append(e)
-
-th = threading.Thread(target=sender, daemon=True)
-th.start()
-buf = bytearray()
-
-def more():
-    d = s.recv(1 << 20)
-    if not d:
-        raise EOFError("connection closed after %d body bytes" % got)
-    buf.extend(d)
-
-got = zeros = 0
-while b"\r\n\r\n" not in buf:
-    more()
-end = buf.index(b"\r\n\r\n")
-head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-del buf[:end + 4]
-status = head[0].split(" ")[1]
-hdrs = {h.split(":", 1)[0].strip().lower(): h.split(":", 1)[1].strip() for h in head[1:] if ":" in h}
-if status != "200":
-    sys.exit("echo: HTTP %s %s %r" % (status, hdrs, bytes(buf[:200])))
-
-def body(k):  # count k bytes of body at the front of buf
-    global got, zeros
-    zeros += buf.count(b"\0", 0, k)
-    got += k
-    del buf[:k]
-
-if hdrs.get("transfer-encoding", "").lower() == "chunked":
-    while True:
-        while b"\r\n" not in buf:
-            more()
-        i = buf.index(b"\r\n")
-        size = int(bytes(buf[:i]).split(b";")[0], 16)
-        del buf[:i + 2]
-        if size == 0:
-            break
-        while size:
-            if not buf:
-                more()
-            k = min(size, len(buf))
-            body(k)
-            size -= k
-        while len(buf) < 2:
-            more()
-        del buf[:2]
-else:
-    want = int(hdrs.get("content-length", -1))
-    try:
-        while want < 0 or got < want:
-            if not buf:
-                more()
-            body(len(buf) if want < 0 else min(len(buf), want - got))
-    except EOFError:
-        if want >= 0:
-            raise
-t1 = time.perf_counter()
-th.join(5)
-if send_err:
-    sys.exit("echo: sending failed: %s" % send_err[0])
-if got != total or zeros != total:
-    sys.exit("echo: sent %d bytes, got back %d (%d zero bytes)" % (total, got, zeros))
-print("mib_s=%.1f seconds=%.2f" % (mib / (t1 - t0), t1 - t0))
-PYEOF
-)
+if [ -z "$ECHOCLIENT" ]; then
+    : # build failure already reported
+elif start_wd echo streaming; then
+    ECHO_OUT=$("$ECHOCLIENT" "$WD_PORT" "$((ECHO_MIB << 20))" 2>&1)
     echo_rc=$?
     ECHO_HWM=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
     stop_wd "$WD_PID"
     [ "$STOP_RC" = 0 ] || note_fail "echo: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
-    ECHO_RATE=$(sed -nE 's/.*mib_s=([0-9.]+).*/\1/p' <<<"$ECHO_OUT")
+    ECHO_RATE=$(sed -nE 's/.*MiBps=([0-9.]+).*/\1/p' <<<"$ECHO_OUT")
     if [ "$echo_rc" != 0 ] || [ -z "$ECHO_RATE" ]; then
         ECHO_RATE=FAILED
         note_fail "echo $ECHO_MIB MiB: $(tail -n 2 <<<"$ECHO_OUT" | tr '\n' ' ') watchdog stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"

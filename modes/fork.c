@@ -26,6 +26,7 @@
 #include "child.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 
 #define STDIN_HIGH ((size_t)256 * 1024) /* pause the client above this much queued for stdin */
 #define EXIT_GRACE_MS 100 /* after exit: how long pipes held by escapees may stay open */
@@ -69,7 +70,10 @@ struct fork_job {
     struct wd_buf body; /* classic/serializing: whole request body */
     struct wd_buf out;  /* classic/serializing: stdout; streaming: CGI head bytes */
     struct wd_linelog errlog;
-    char **envp;       /* owned, one allocation (NULL when the base env is used) */
+    char **envp;          /* owned, one allocation (NULL when the base env is used) */
+    char env_call_id[96]; /* Http_X_Call_Id=..., Http_X_Deadline=...: win over headers */
+    char env_deadline[64];
+    char call_id[72];
     char errtext[320]; /* exec failure text */
 };
 
@@ -548,6 +552,7 @@ static void on_timer(uv_timer_t *t)
         /* exec_timeout: kill the whole group, answer now, don't wait for the pipes. */
         job->timed_out = true;
         wd_child_kill_group(job->pid, SIGKILL);
+        wd_metrics_child_killed(job->st->app->metrics);
     }
     /* Else the exit grace ran out: a process that left the group still holds a pipe. */
     close_pipes(job);
@@ -574,6 +579,7 @@ static void on_exit_cb(void *arg, int exit_status, int term_signal)
     job->has_exited = true;
     job->exit_status = exit_status;
     job->term_signal = term_signal;
+    wd_metrics_child_exited(job->st->app->metrics, exit_status, term_signal);
     /* Whatever the handler left behind in its group goes with it. */
     wd_child_kill_group(job->pid, SIGKILL);
     exit_grace(job);
@@ -692,8 +698,12 @@ static int job_spawn(struct fork_job *job)
     }
     bool with_env = st->variant != V_CLASSIC || cfg->cgi_headers;
     if (with_env) {
+        snprintf(job->env_call_id, sizeof job->env_call_id, "Http_X_Call_Id=%s", job->req->call_id);
+        snprintf(job->env_deadline, sizeof job->env_deadline, "Http_X_Deadline=%s",
+                 job->req->deadline);
+        char *extra[] = {job->env_call_id, job->env_deadline, NULL};
         rc = wd_cgi_build_env(&job->envp, st->app->base_env, job->req->head,
-                              st->variant == V_CLASSIC ? WD_CGI_CW : WD_CGI_OW, NULL);
+                              st->variant == V_CLASSIC ? WD_CGI_CW : WD_CGI_OW, extra);
         if (rc < 0)
             return rc;
     }
@@ -725,6 +735,7 @@ static int job_spawn(struct fork_job *job)
     }
     job->pid = pid;
     job->is_spawned = true;
+    wd_metrics_child_started(st->app->metrics);
     if (open_pipe(job, &job->p_in, &job->in_open, pin[1]) < 0 ||
         open_pipe(job, &job->p_out, &job->out_open, pout[0]) < 0 ||
         (!merge && open_pipe(job, &job->p_err, &job->err_open, perr[0]) < 0)) {
@@ -853,6 +864,8 @@ static void on_headers(void *state, struct wd_req *req)
     wd_buf_init(&job->body, 0);
     wd_buf_init(&job->out, 0);
     wd_linelog_init(&job->errlog, "stderr", 2, st->cfg->log_buffer_size);
+    snprintf(job->call_id, sizeof job->call_id, "%s", req->call_id);
+    job->errlog.call_id = job->call_id; /* the job's copy: stderr may outlive the request */
     uv_timer_init(st->app->loop, &job->timer);
     job->timer.data = job;
     job->timer_open = true;

@@ -23,11 +23,14 @@
 struct wd_req {
     const struct wd_http1_head *head; /* method, target, path, query, headers, ... */
     struct wd_app *app;
-    uint64_t id;         /* call id, also sent as X-Call-Id */
-    uint64_t start_ns;   /* uv_hrtime() when the head was complete */
-    bool is_head;        /* HEAD: the server drops body bytes */
-    bool is_ready_probe; /* /_/ready proxied to ready_path */
-    void *mode_data;     /* the only field a mode writes */
+    uint64_t id;          /* sequence number of the request in this process */
+    uint64_t start_ns;    /* uv_hrtime() when the head was complete */
+    char call_id[72];     /* X-Call-Id: the client's, or generated; echoed in the response */
+    char deadline[32];    /* X-Deadline: RFC 3339 UTC with ms, when the caller gives up */
+    uint64_t deadline_ms; /* the same, as Unix epoch milliseconds */
+    bool is_head;         /* HEAD: the server drops body bytes */
+    bool is_ready_probe;  /* /_/ready proxied to ready_path */
+    void *mode_data;      /* the only field a mode writes */
 };
 
 struct wd_mode {

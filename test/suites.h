@@ -8,5 +8,7 @@ Suite *config_suite(void);
 Suite *http1_suite(void);
 Suite *cgienv_suite(void);
 Suite *cgiresp_suite(void);
+Suite *log_suite(void);
+Suite *metrics_suite(void);
 
 #endif

@@ -190,9 +190,9 @@ static sigset_t reset_set;
  * such as ASan may still have set to "ignore", and a handler must not inherit that. */
 struct ksigaction {
     void (*handler)(int);
-    unsigned long flags;
-    void (*restorer)(void);
-    uint64_t mask;
+    unsigned long flags;    /* cppcheck-suppress unusedStructMember */
+    void (*restorer)(void); /* cppcheck-suppress unusedStructMember */
+    uint64_t mask;          /* cppcheck-suppress unusedStructMember */
 };
 
 static int raw_sigaction(int sig, const struct ksigaction *sa, struct ksigaction *old)

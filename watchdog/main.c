@@ -16,6 +16,7 @@
 #include "config.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "mode.h"
 #include "server.h"
 #include "wd.h"
@@ -69,6 +70,7 @@ static void on_all_closed(void *arg)
     uv_close((uv_handle_t *)&sd->sigterm, NULL);
     uv_close((uv_handle_t *)&sd->sigint, NULL);
     uv_close((uv_handle_t *)&sd->timer, NULL);
+    wd_server_close(sd->app->server);
     wd_child_close();
 }
 
@@ -122,6 +124,7 @@ static void on_signal(uv_signal_t *h, int signum)
     char hc[32];
     go_duration(hc, sizeof hc, sd->app->cfg->healthcheck_interval_ms);
     wd_log_info("%s: no new connections in %s", name, hc);
+    wd_metrics_set_ready(sd->app->metrics, false);
     if (sd->health->has_lock)
         wd_log_info("Removing lock-file : %s", sd->health->lock_path);
     wd_health_mark_unready(sd->health);
@@ -215,6 +218,23 @@ static int serve(struct wd_app *app)
     wd_health_init(&health, cfg->lock_path, cfg->suppress_lock);
     wd_health_clear_stale(&health);
 
+    /* SIGTERM/SIGINT were blocked since main() began; from here on libuv takes them, and a
+     * signal that came early is handled by the first turn of the loop (after the lock file
+     * exists, so the drain removes it). */
+    uv_signal_init(loop, &sd.sigterm);
+    uv_signal_init(loop, &sd.sigint);
+    uv_timer_init(loop, &sd.timer);
+    sd.app = app;
+    sd.health = &health;
+    sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
+    uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sd.sigint, on_signal, SIGINT);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
+
     char rt[32], wt[32], et[32], hc[32];
     go_duration(rt, sizeof rt, cfg->read_timeout_ms);
     go_duration(wt, sizeof wt, cfg->write_timeout_ms);
@@ -235,11 +255,14 @@ static int serve(struct wd_app *app)
         goto fail_mode;
     }
     wd_log_info("Listening on port: %d", wd_server_port(app->server));
+    if (cfg->metrics_port > 0)
+        wd_log_info("Metrics listening on port: %d", wd_server_metrics_port(app->server));
 
     if (app->mode->is_ready == NULL || app->mode->is_ready(app->mode_state)) {
         if (!cfg->suppress_lock)
             wd_log_info("Writing lock-file to: %s", cfg->lock_path);
         rc = wd_health_mark_ready(&health);
+        wd_metrics_set_ready(app->metrics, rc == 0);
         if (rc < 0) {
             /* fixed: OW exits 0 silently here, CW panics */
             fprintf(stderr, "Error: cannot write lock file %s: %s\n", cfg->lock_path,
@@ -249,14 +272,6 @@ static int serve(struct wd_app *app)
         }
     }
 
-    uv_signal_init(loop, &sd.sigterm);
-    uv_signal_init(loop, &sd.sigint);
-    uv_timer_init(loop, &sd.timer);
-    sd.app = app;
-    sd.health = &health;
-    sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
-    uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&sd.sigint, on_signal, SIGINT);
     uv_run(loop, UV_RUN_DEFAULT);
 
     wd_health_mark_unready(&health);
@@ -286,6 +301,12 @@ int main(int argc, char **argv)
     bool want_healthcheck = false;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Hold SIGTERM/SIGINT until the loop can handle them (see serve()). */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGINT);
+    sigprocmask(SIG_BLOCK, &term, NULL);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-version") == 0 || strcmp(a, "--version") == 0) {
@@ -312,7 +333,7 @@ int main(int argc, char **argv)
         wd_config_free(&cfg);
         return rc;
     }
-    wd_log_setup(cfg.prefix_logs);
+    wd_log_setup(cfg.prefix_logs, cfg.log_format, cfg.log_callid);
     wd_log_info("Version: %s\tSHA: %s", WD_VERSION, WD_SHA);
 
     memset(&app, 0, sizeof app);
@@ -325,7 +346,13 @@ int main(int argc, char **argv)
         wd_config_free(&cfg);
         return 1;
     }
+    if (wd_metrics_new(&app.metrics, cfg.mode_name) < 0) {
+        fprintf(stderr, "Error: out of memory\n");
+        wd_config_free(&cfg);
+        return 1;
+    }
     int rc = serve(&app);
+    wd_metrics_free(app.metrics);
     wd_config_free(&cfg);
     return rc;
 }

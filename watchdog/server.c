@@ -18,6 +18,8 @@
 #include "config.h"
 #include "http1.h"
 #include "log.h"
+#include "buf.h"
+#include "metrics.h"
 #include "mode.h"
 
 #define HIGH_WATER ((size_t)256 * 1024) /* wd_res_write asks the mode to wait above this */
@@ -48,10 +50,15 @@ struct conn {
     bool res_chunked, res_no_body;
     bool keep_alive;
     bool want_drain;
-    bool paused_by_mode, paused_by_pending, is_reading;
+    bool paused_by_mode, paused_by_pending, paused_by_queue, is_reading;
     bool in_feed, is_closing, is_shutting;
+    bool is_metrics; /* accepted on the metrics listener: only /metrics is served */
+    bool is_queued;  /* waiting for a max_inflight slot (FIFO) */
+    struct conn *qnext;
+    uint64_t queued_ms;  /* uv_now() when queued */
+    struct wd_buf qbody; /* body bytes that arrived while queued */
     int status;
-    uint64_t bytes_out;
+    uint64_t bytes_in, bytes_out;
     char *pending;
     size_t pending_len;
     char *note; /* failure text the mode reported, logged with the request */
@@ -64,6 +71,14 @@ struct wd_server {
     uv_tcp_t listener;
     bool listener_open;
     int port;
+    uv_tcp_t metrics_listener;
+    bool metrics_open;
+    int metrics_port;
+    struct conn *qhead, *qtail; /* FIFO of requests waiting for a slot */
+    size_t qlen;
+    uv_timer_t queue_timer; /* expires the queue head; also runs dispatches */
+    bool queue_timer_open;
+    uint64_t id_seed;
     struct conn *conns;
     size_t nconns;
     size_t inflight;
@@ -169,7 +184,8 @@ static struct conn *conn_of(struct wd_req *req)
 
 static void update_reading(struct conn *c)
 {
-    bool want = !c->is_closing && !c->is_shutting && !c->paused_by_mode && !c->paused_by_pending;
+    bool want = !c->is_closing && !c->is_shutting && !c->paused_by_mode && !c->paused_by_pending &&
+                !c->paused_by_queue;
     if (want == c->is_reading)
         return;
     c->is_reading = want;
@@ -271,6 +287,7 @@ static void on_handle_closed(uv_handle_t *h)
         return;
     struct wd_server *srv = c->srv;
     wd_http1_free(c->parser);
+    wd_buf_free(&c->qbody);
     free(c->pending);
     free(c->note);
     free(c);
@@ -281,11 +298,17 @@ static void on_handle_closed(uv_handle_t *h)
     }
 }
 
+static void queue_remove(struct conn *c);
+static void queue_kick(struct wd_server *srv);
+
 static void release_slot(struct conn *c)
 {
+    queue_remove(c);
     if (c->counted) {
         c->counted = false;
         c->srv->inflight--;
+        wd_metrics_inflight(c->srv->app->metrics, -1);
+        queue_kick(c->srv); /* a slot is free: the queue head may run */
     }
 }
 
@@ -354,7 +377,7 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
     c->res_no_body = req->is_head || status == 204 || status == 304 || status < 200;
     c->res_chunked = false;
 
-    size_t cap = 256;
+    size_t cap = 256 + sizeof c->req.call_id;
     for (size_t i = 0; i < n; i++)
         cap += strlen(h[i].name) + strlen(h[i].value) + 4;
     char stackbuf[2048];
@@ -368,6 +391,8 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
     len += http_date(buf + len, cap - len);
     buf[len++] = '\r';
     buf[len++] = '\n';
+    if (c->kind == REQ_MODE && c->req.call_id[0] != '\0')
+        len += (size_t)snprintf(buf + len, cap - len, "X-Call-Id: %s\r\n", c->req.call_id);
     for (size_t i = 0; i < n; i++) {
         size_t nl = strlen(h[i].name), vl = strlen(h[i].value);
         memcpy(buf + len, h[i].name, nl);
@@ -531,15 +556,28 @@ static bool is_kube_probe(const struct wd_http1_head *head)
 static void log_request(struct conn *c)
 {
     const struct wd_http1_head *head = c->req.head;
-    if (head == NULL || is_kube_probe(head))
-        return;
-    if (c->note != NULL)
-        wd_log_info("%s", c->note);
-    char size[32];
-    wd_log_human_size(size, sizeof size, c->bytes_out);
+    if (head == NULL || c->req.is_ready_probe)
+        return; /* probes are neither counted nor logged, as the peers */
     double secs = (double)(uv_hrtime() - c->req.start_ns) / 1e9;
-    wd_log_info("%s %s - %d - ContentLength: %s (%.4fs)", head->method, head->target, c->status,
-                size, secs);
+    struct wd_metrics *m = c->srv->app->metrics;
+    wd_metrics_request(m, head->method, c->status, secs);
+    wd_metrics_bytes(m, c->bytes_in, c->bytes_out);
+    if (c->status == 504 || c->status == 408)
+        wd_metrics_timed_out(m);
+    if (is_kube_probe(head))
+        return;
+    struct wd_log_req r = {
+        .method = head->method,
+        .path = head->target,
+        .status = c->status,
+        .seconds = secs,
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+        .call_id = c->req.call_id[0] ? c->req.call_id : NULL,
+        .mode = c->srv->cfg->mode_name,
+        .error = c->note,
+    };
+    wd_log_request(&r);
 }
 
 static void maybe_complete(struct conn *c)
@@ -584,6 +622,26 @@ static const char *method_of(const struct wd_http1_head *head)
     return head->method;
 }
 
+/* The metrics listener serves /metrics only (as the peers: anything else is a 404). */
+static void route_metrics(struct conn *c, const char *path)
+{
+    c->kind = REQ_INTERNAL;
+    if (strcmp(path, "/metrics") != 0) {
+        send_simple(c, 404, "text/plain; charset=utf-8", "404 page not found\n");
+        return;
+    }
+    struct wd_buf out;
+    wd_buf_init(&out, 0);
+    if (wd_metrics_render(c->srv->app->metrics, &out) < 0) {
+        wd_buf_free(&out);
+        send_simple(c, 500, "text/plain; charset=utf-8", "cannot render metrics\n");
+        return;
+    }
+    struct wd_header h[] = {{"Content-Type", "text/plain; version=0.0.4; charset=utf-8"}};
+    wd_res_send(&c->req, 200, h, 1, out.data, out.len);
+    wd_buf_free(&out);
+}
+
 static void route_internal(struct conn *c, const char *path)
 {
     struct wd_server *srv = c->srv;
@@ -605,8 +663,9 @@ static void route_internal(struct conn *c, const char *path)
         send_simple(c, 503, NULL, NULL);
         return;
     }
-    if (srv->cfg->max_inflight > 0 && srv->inflight >= srv->cfg->max_inflight) {
-        send_simple(c, 429, NULL, NULL);
+    if (srv->cfg->max_inflight > 0 && srv->inflight >= srv->cfg->max_inflight &&
+        srv->qlen >= srv->cfg->max_queue) {
+        send_simple(c, 429, NULL, NULL); /* at the limit and no room left to wait */
         return;
     }
     if (srv->cfg->ready_path == NULL) {
@@ -631,6 +690,161 @@ static void route_internal(struct conn *c, const char *path)
         srv->app->mode->on_end(&c->req); /* the probe has no body */
 }
 
+/* X-Call-Id: the client's when it is a sane token, else a fresh one (UUID-shaped, from a
+ * per-process random seed and a counter: unique and cheap). */
+static void set_call_id(struct wd_server *srv, struct wd_req *req, const struct wd_http1_head *head)
+{
+    for (size_t i = 0; i < head->nheaders; i++) {
+        if (strcasecmp(head->headers[i].name, "X-Call-Id") != 0)
+            continue;
+        const char *v = head->headers[i].value;
+        size_t n = strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:");
+        if (n > 0 && v[n] == '\0' && n < sizeof req->call_id) {
+            memcpy(req->call_id, v, n + 1);
+            return;
+        }
+        break;
+    }
+    uint64_t a = srv->id_seed, b = req->id;
+    snprintf(req->call_id, sizeof req->call_id, "%08llx-%04llx-%04llx-%04llx-%012llx",
+             (unsigned long long)(a >> 32), (unsigned long long)((a >> 16) & 0xffff),
+             (unsigned long long)(a & 0xffff), (unsigned long long)((b >> 48) & 0xffff),
+             (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+/* X-Deadline: when the caller gives up, i.e. exec_timeout (else write_timeout) from now. */
+static void set_deadline(struct wd_server *srv, struct wd_req *req)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t budget =
+        srv->cfg->exec_timeout_ms ? srv->cfg->exec_timeout_ms : srv->cfg->write_timeout_ms;
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + budget;
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(req->deadline, sizeof req->deadline, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(req->deadline + n, sizeof req->deadline - n, ".%03lluZ",
+             (unsigned long long)(ms % 1000));
+    req->deadline_ms = ms;
+}
+
+/* 429 as faas-middleware's limiter, plus Retry-After. */
+static void send_429(struct conn *c)
+{
+    struct wd_server *srv = c->srv;
+    char body[96];
+    snprintf(body, sizeof body,
+             "Concurrent request limit exceeded. Max concurrent requests: %llu\n",
+             (unsigned long long)srv->cfg->max_inflight);
+    struct wd_header h[] = {{"Content-Type", "text/plain"},
+                            {"X-OpenFaaS-Internal", "faas-middleware"},
+                            {"Retry-After", "1"}};
+    wd_metrics_rejected(srv->app->metrics);
+    c->kind = REQ_MODE; /* logged and counted like a function request */
+    wd_res_send(&c->req, 429, h, WD_ARRAY_LEN(h), body, strlen(body));
+}
+
+/* Hand a request that holds a slot to the mode, with whatever body arrived meanwhile. */
+static void dispatch(struct conn *c)
+{
+    struct wd_server *srv = c->srv;
+    const struct wd_http1_head *head = c->req.head;
+    srv->inflight++;
+    wd_metrics_inflight(srv->app->metrics, 1);
+    c->counted = true;
+    c->mode_attached = true;
+    c->body_to_mode = true;
+    set_deadline(srv, &c->req);
+    if (head->expect_continue && head->http_minor >= 1 && !c->body_done)
+        conn_write_str(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    srv->app->mode->on_headers(srv->app->mode_state, &c->req);
+    if (c->qbody.len > 0 && c->mode_attached && !c->is_closing)
+        srv->app->mode->on_body(&c->req, c->qbody.data, c->qbody.len);
+    wd_buf_free(&c->qbody);
+    if (c->body_done && c->mode_attached && !c->is_closing)
+        srv->app->mode->on_end(&c->req);
+    if (c->paused_by_queue) {
+        c->paused_by_queue = false;
+        update_reading(c);
+    }
+}
+
+static void queue_push(struct conn *c)
+{
+    struct wd_server *srv = c->srv;
+    c->is_queued = true;
+    c->qnext = NULL;
+    c->queued_ms = uv_now(srv->app->loop);
+    wd_buf_init(&c->qbody, 0);
+    if (srv->qtail)
+        srv->qtail->qnext = c;
+    else
+        srv->qhead = c;
+    srv->qtail = c;
+    srv->qlen++;
+    wd_metrics_queue(srv->app->metrics, 1);
+    queue_kick(srv);
+}
+
+static void queue_remove(struct conn *c)
+{
+    struct wd_server *srv = c->srv;
+    if (!c->is_queued)
+        return;
+    c->is_queued = false;
+    struct conn **pp = &srv->qhead, *prev = NULL;
+    while (*pp != NULL && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (*pp == c)
+        *pp = c->qnext;
+    if (srv->qtail == c)
+        srv->qtail = prev;
+    c->qnext = NULL;
+    srv->qlen--;
+    wd_metrics_queue(srv->app->metrics, -1);
+}
+
+/* The queue timer runs from the loop, never inside another request's callbacks: it starts
+ * the head of the queue when a slot is free, and answers 429 to waits past queue_timeout. */
+static void on_queue_timer(uv_timer_t *t)
+{
+    struct wd_server *srv = t->data;
+    uint64_t now = uv_now(srv->app->loop);
+    uint64_t qt = srv->cfg->queue_timeout_ms;
+    while (srv->qhead != NULL) {
+        struct conn *c = srv->qhead;
+        bool has_slot = srv->inflight < srv->cfg->max_inflight;
+        if (has_slot) {
+            queue_remove(c);
+            wd_metrics_queue_wait(srv->app->metrics, (double)(now - c->queued_ms) / 1e3);
+            dispatch(c);
+            continue;
+        }
+        if (qt > 0 && now - c->queued_ms >= qt) {
+            queue_remove(c);
+            wd_buf_free(&c->qbody);
+            wd_req_note_error(&c->req, "queue_timeout passed while waiting for a slot");
+            c->paused_by_queue = false;
+            send_429(c);
+            if (!c->is_closing && !c->is_shutting)
+                update_reading(c);
+            continue;
+        }
+        if (qt > 0)
+            uv_timer_start(&srv->queue_timer, on_queue_timer, qt - (now - c->queued_ms), 0);
+        return;
+    }
+}
+
+static void queue_kick(struct wd_server *srv)
+{
+    if (srv->queue_timer_open && srv->qhead != NULL)
+        uv_timer_start(&srv->queue_timer, on_queue_timer, 0, 0);
+}
+
 static int on_head(void *arg, const struct wd_http1_head *head)
 {
     struct conn *c = arg;
@@ -648,36 +862,31 @@ static int on_head(void *arg, const struct wd_http1_head *head)
     c->res_started = c->res_done = false;
     c->res_chunked = c->res_no_body = false;
     c->status = 0;
-    c->bytes_out = 0;
+    c->bytes_in = c->bytes_out = 0;
     c->want_drain = false;
     c->keep_alive = head->keep_alive && !srv->draining;
     if (srv->cfg->write_timeout_ms > 0)
         uv_timer_start(&c->write_timer, on_write_timeout, srv->cfg->write_timeout_ms, 0);
 
     const char *path = head->path;
+    if (c->is_metrics) {
+        route_metrics(c, path);
+        return c->is_closing ? -1 : 0;
+    }
     if (strcmp(path, "/_/health") == 0 || strcmp(path, "/_/ready") == 0) {
         route_internal(c, path);
         return c->is_closing ? -1 : 0;
     }
+    c->kind = REQ_MODE;
+    set_call_id(srv, &c->req, head);
     if (srv->cfg->max_inflight > 0 && srv->inflight >= srv->cfg->max_inflight) {
-        char body[96];
-        snprintf(body, sizeof body,
-                 "Concurrent request limit exceeded. Max concurrent requests: %llu\n",
-                 (unsigned long long)srv->cfg->max_inflight);
-        struct wd_header h[] = {{"Content-Type", "text/plain"},
-                                {"X-OpenFaaS-Internal", "faas-middleware"}};
-        c->kind = REQ_MODE; /* logged like a function request */
-        wd_res_send(&c->req, 429, h, WD_ARRAY_LEN(h), body, strlen(body));
+        if (srv->qlen < srv->cfg->max_queue)
+            queue_push(c);
+        else
+            send_429(c);
         return c->is_closing ? -1 : 0;
     }
-    srv->inflight++;
-    c->counted = true;
-    c->kind = REQ_MODE;
-    c->mode_attached = true;
-    c->body_to_mode = true;
-    if (head->expect_continue && head->http_minor >= 1)
-        conn_write_str(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    srv->app->mode->on_headers(srv->app->mode_state, &c->req);
+    dispatch(c);
     return c->is_closing ? -1 : 0;
 }
 
@@ -686,6 +895,17 @@ static int on_body(void *arg, const char *at, size_t len)
     struct conn *c = arg;
     if (c->is_closing)
         return -1;
+    c->bytes_in += len;
+    if (c->is_queued) {
+        /* Hold it for the mode; past one read's worth, stop reading until dispatch. */
+        if (wd_buf_append(&c->qbody, at, len) < 0)
+            return -1;
+        if (c->qbody.len >= sizeof c->srv->readbuf && !c->paused_by_queue) {
+            c->paused_by_queue = true;
+            update_reading(c);
+        }
+        return 0;
+    }
     if (c->mode_attached && c->body_to_mode)
         c->srv->app->mode->on_body(&c->req, at, len);
     return c->is_closing ? -1 : 0;
@@ -839,15 +1059,13 @@ static void on_write_timeout(uv_timer_t *t)
 
 /* ---- listener ------------------------------------------------------------------------ */
 
-static void on_connection(uv_stream_t *ls, int status)
+static void accept_conn(uv_stream_t *ls, struct wd_server *srv, bool is_metrics)
 {
-    struct wd_server *srv = ls->data;
-    if (status < 0)
-        return;
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return;
     c->srv = srv;
+    c->is_metrics = is_metrics;
     uv_tcp_init(srv->app->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 ||
@@ -873,6 +1091,18 @@ static void on_connection(uv_stream_t *ls, int status)
     start_reading(c);
 }
 
+static void on_connection(uv_stream_t *ls, int status)
+{
+    if (status == 0)
+        accept_conn(ls, ls->data, false);
+}
+
+static void on_metrics_connection(uv_stream_t *ls, int status)
+{
+    if (status == 0)
+        accept_conn(ls, ls->data, true);
+}
+
 static int resolve_bind(const char *host, int port, struct sockaddr_storage *ss)
 {
     if (host == NULL || strcmp(host, "localhost") == 0)
@@ -882,6 +1112,37 @@ static int resolve_bind(const char *host, int port, struct sockaddr_storage *ss)
     if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
         return 0;
     return UV_EINVAL;
+}
+
+/* Bind and listen on bind_address:port; without a bind_address, the IPv6 wildcard (dual
+ * stack) or, on hosts without IPv6, 0.0.0.0. Returns the bound port or a UV error. */
+static int listen_on(struct wd_server *srv, uv_tcp_t *tcp, bool *is_open, int port,
+                     uv_connection_cb cb)
+{
+    const char *host = srv->cfg->bind_address;
+    struct sockaddr_storage ss;
+    int rc = resolve_bind(host, port, &ss);
+    if (rc < 0)
+        return rc;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        uv_tcp_init(srv->app->loop, tcp);
+        tcp->data = srv;
+        *is_open = true;
+        rc = uv_tcp_bind(tcp, (struct sockaddr *)&ss, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)tcp, 1024, cb);
+        if (rc == 0)
+            break;
+        uv_close((uv_handle_t *)tcp, NULL);
+        *is_open = false;
+        if (host != NULL || ss.ss_family != AF_INET6 || rc == UV_EADDRINUSE)
+            return rc;
+        uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
+    }
+    int len = sizeof ss;
+    uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len);
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 int wd_server_start(struct wd_app *app, struct wd_health *health, char *err, size_t errlen)
@@ -896,45 +1157,53 @@ int wd_server_start(struct wd_app *app, struct wd_health *health, char *err, siz
     srv->limits.max_header_bytes = cfg->max_header_size;
     srv->limits.max_body_bytes = cfg->max_body_size;
     app->server = srv;
+    uv_random(NULL, NULL, &srv->id_seed, sizeof srv->id_seed, 0, NULL);
+    uv_timer_init(app->loop, &srv->queue_timer);
+    srv->queue_timer.data = srv;
+    srv->queue_timer_open = true;
 
-    struct sockaddr_storage ss;
-    int rc = resolve_bind(cfg->bind_address, cfg->port, &ss);
-    if (rc < 0) {
-        snprintf(err, errlen, "bind_address: not a numeric IPv4 or IPv6 address: \"%s\"",
-                 cfg->bind_address);
-        return rc;
-    }
-    uv_tcp_init(app->loop, &srv->listener);
-    srv->listener.data = srv;
-    srv->listener_open = true;
-    rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
-    if (rc < 0 && cfg->bind_address == NULL) {
-        /* No IPv6 on this host: fall back to IPv4 on all interfaces. */
-        uv_close((uv_handle_t *)&srv->listener, NULL);
-        uv_tcp_init(app->loop, &srv->listener);
-        srv->listener.data = srv;
-        uv_ip4_addr("0.0.0.0", cfg->port, (struct sockaddr_in *)&ss);
-        rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
-        if (rc == 0)
-            rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
-    }
+    int rc = listen_on(srv, &srv->listener, &srv->listener_open, cfg->port, on_connection);
     if (rc < 0) {
         snprintf(err, errlen, "port: cannot listen on %s:%d: %s",
                  cfg->bind_address ? cfg->bind_address : "*", cfg->port, uv_strerror(rc));
         return rc;
     }
-    int len = sizeof ss;
-    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
-    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    srv->port = rc;
+    if (cfg->metrics_port > 0) {
+        rc = listen_on(srv, &srv->metrics_listener, &srv->metrics_open, cfg->metrics_port,
+                       on_metrics_connection);
+        if (rc < 0) {
+            snprintf(err, errlen,
+                     "metrics_port: cannot listen on %s:%d: %s (set metrics_port "
+                     "to a free port, or 0 to disable metrics)",
+                     cfg->bind_address ? cfg->bind_address : "*", cfg->metrics_port,
+                     uv_strerror(rc));
+            return rc;
+        }
+        srv->metrics_port = rc;
+    }
     return 0;
 }
 
 int wd_server_port(const struct wd_server *srv)
 {
     return srv->port;
+}
+
+int wd_server_metrics_port(const struct wd_server *srv)
+{
+    return srv->metrics_port;
+}
+
+void wd_server_close(struct wd_server *srv)
+{
+    if (srv->metrics_open)
+        uv_close((uv_handle_t *)&srv->metrics_listener, NULL);
+    srv->metrics_open = false;
+    if (srv->queue_timer_open)
+        uv_close((uv_handle_t *)&srv->queue_timer, NULL);
+    srv->queue_timer_open = false;
+    wd_server_abort_all(srv);
 }
 
 size_t wd_server_inflight(const struct wd_server *srv)

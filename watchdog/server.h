@@ -11,8 +11,11 @@ struct wd_server;
 
 /* Bind and listen (cfg->bind_address, cfg->port). Returns 0 or a UV error; err says what. */
 int wd_server_start(struct wd_app *app, struct wd_health *health, char *err, size_t errlen);
-/* The port actually bound (useful with port=0). */
+/* The ports actually bound (useful with port=0); metrics 0 when disabled. */
 int wd_server_port(const struct wd_server *srv);
+int wd_server_metrics_port(const struct wd_server *srv);
+/* Last step of shutdown: close the metrics listener, the queue timer and every connection. */
+void wd_server_close(struct wd_server *srv);
 
 /* Shutdown step: close the listener and idle connections; active requests finish with
  * Connection: close. done runs once every connection is gone (maybe at once). */

@@ -29,6 +29,7 @@ struct uv_loop_s;
 struct wd_config;
 struct wd_server;
 struct wd_mode;
+struct wd_metrics;
 
 typedef void (*wd_done_cb)(void *arg);
 
@@ -40,6 +41,7 @@ struct wd_app {
     struct wd_server *server;   /* owned by main.c */
     const struct wd_mode *mode; /* static table entry */
     void *mode_state;           /* owned by the mode: created by start(), freed by stop() */
+    struct wd_metrics *metrics; /* owned by main.c; always there (metrics_port=0: not served) */
     bool is_shutting_down;
 };
 

@@ -29,6 +29,24 @@ STOP_TIMEOUT = 5.0
 LOG_TS = r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}"
 
 
+def _sanitized():
+    try:
+        return b"__asan_init" in Path(BIN).read_bytes()
+    except OSError:
+        return False
+
+
+# ASan/UBSan builds (`make asan test`) use several times the memory: RSS bounds do not apply.
+SANITIZED = _sanitized()
+RSS_LIMIT_KB = 16 * 1024
+
+
+def assert_rss(sampler):
+    assert sampler.samples > 3, "RSS sampler did not run"
+    if not SANITIZED:
+        assert sampler.peak < RSS_LIMIT_KB, f"watchdog VmRSS peaked at {sampler.peak} kB"
+
+
 def fx(name):
     """Absolute path of a fixture script."""
     return str(FIXTURES / name)

@@ -101,7 +101,7 @@ def test_cgi_env(wd):
         c.send(
             b"POST /p/a?x=1&y=%20z HTTP/1.1\r\nHost: example.test:99\r\nContent-Length: 5\r\n"
             b"X-Custom: one\r\nx-custom: two\r\nx_under_score: u\r\nX.Dot: d\r\nx-1-two: v\r\n"
-            b"content-type: text/plain\r\nACCEPT-language: fr\r\n\r\nhello"
+            b"content-type: text/plain\r\nACCEPT-language: fr\r\nX-Empty:\r\n\r\nhello"
         )
         env = _env(c.read_response())
     assert env["Http_Method"] == "POST"
@@ -117,6 +117,7 @@ def test_cgi_env(wd):
     assert env["Http_Content_Type"] == "text/plain"
     assert env["Http_Accept_Language"] == "fr"
     assert "Http_Transfer_Encoding" not in env
+    assert env.get("Http_X_Empty") == ""
 
 
 def test_cgi_env_path_decoded(wd):
@@ -178,3 +179,11 @@ def test_hello_fixture(wd):
     w = wd({"fprocess": sh("hello.sh")})
     r = request(w.port, "POST", "/", b"hi")
     assert (r.status, r.body) == (200, b"Hello from fwatchdog! You said: hi\n")
+
+
+def test_large_output_has_content_length(wd):
+    w = classic(wd, fprocess="head -c 100000 /dev/zero")
+    r = request(w.port, "GET", "/")
+    assert r.status == 200
+    assert r.header("Content-Length") == "100000"
+    assert r.body == b"\0" * 100000

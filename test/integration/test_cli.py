@@ -1,4 +1,5 @@
 """Command line: --help, -version, -run-healthcheck, configuration errors."""
+import os
 import re
 import socket
 import subprocess
@@ -164,3 +165,56 @@ def test_metrics_endpoint(wd):
     assert re.search(r'^http_requests_total\{code="200",method="post"\} 1$', text, re.M), text[:2000]
     assert "http_request_duration_seconds_bucket" in text
     assert re.search(r"^http_requests_in_flight 0$", text, re.M)
+
+
+@pytest.mark.parametrize("var,value", [
+    ("read_timeout", "250ms"), ("read_timeout", "1.5s"), ("write_timeout", "1m30s"),
+    ("exec_timeout", "2h"), ("exec_timeout", "10"), ("max_body_size", "64k"),
+    ("max_body_size", "16M"), ("max_header_size", "1G"), ("cgi_headers", "TRUE"),
+    ("combine_output", "0"), ("suppress_lock", "yes"), ("prefix_logs", "No"),
+])
+def test_config_accepts_valid_values(wd, var, value):
+    w = wd({"fprocess": "cat", "mode": "classic", var: value})
+    r = request(w.port, "POST", "/", b"ok")
+    assert r.status == 200
+
+
+@pytest.mark.parametrize("var,value", [("exec_timeout", "1.5"), ("read_timeout", "-1"),
+                                       ("max_inflight", "-1"), ("rlimit_nofile", "x")])
+def test_config_rejects_invalid_values(tmp_path, var, value):
+    p = run([], {"fprocess": "cat", var: value}, tmp_path)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert var in err and value in err
+    assert "Listening" not in err
+
+
+def test_PORT_used_when_port_unset(wd):
+    w = wd({"fprocess": "cat", "port": None, "PORT": "0"})
+    assert request(w.port, "POST", "/", b"x").body == b"x"
+
+
+def test_port_wins_over_PORT(wd):
+    w = wd({"fprocess": "cat", "port": "0", "PORT": "1"})
+    assert w.port != 1
+    assert request(w.port, "POST", "/", b"x").body == b"x"
+
+
+def test_default_bind_all_interfaces_v4_and_v6(wd):
+    w = wd({"fprocess": "cat", "bind_address": None, "mode": "serializing"})
+    assert request(w.port, "POST", "/", b"v4").body == b"v4"
+    try:
+        s6 = socket.create_connection(("::1", w.port), timeout=3)
+    except OSError as e:
+        if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+            pytest.skip(f"no IPv6 loopback: {e}")
+        raise
+    with s6:
+        s6.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv6")
+        data = b""
+        while True:
+            d = s6.recv(4096)
+            if not d:
+                break
+            data += d
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"v6"), data

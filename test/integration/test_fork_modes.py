@@ -142,3 +142,25 @@ def test_concurrent_requests(wd, mode):
     assert [r.status for r in results] == [200] * 4
     assert all(r.body == b"slept\n" for r in results)
     assert time.monotonic() - t0 < 1.4, "requests must run in parallel"
+
+
+@pytest.mark.parametrize("mode", FORK_MODES)
+def test_cgi_response_split_writes_and_large_body(wd, mode):
+    """CGI headers arriving in pieces, then a 1 MiB body."""
+    script = ("printf 'Stat'; sleep 0.1; printf 'us: 201 Created\\r\\nX-A'; sleep 0.1; "
+              "printf ': 1\\r\\n'; sleep 0.1; printf '\\r\\n'; head -c 1048576 /dev/zero")
+    w = wd({"mode": mode, "fprocess": f"sh -c \"{script}\"", "cgi_response": "true"})
+    r = request(w.port, "GET", "/", timeout=10)
+    assert r.status == 201, r
+    assert r.header("X-A") == "1"
+    assert len(r.body) == 1048576 and r.body == b"\0" * 1048576
+
+
+@pytest.mark.parametrize("mode", FORK_MODES)
+def test_cgi_response_no_status_defaults_200(wd, mode):
+    w = wd({"mode": mode, "fprocess": "printf 'Content-Type: text/csv\\n\\na,b\\n'",
+            "cgi_response": "true"})
+    r = request(w.port, "GET", "/")
+    assert r.status == 200, r
+    assert r.header("Content-Type") == "text/csv"
+    assert r.body == b"a,b\n"

@@ -49,7 +49,7 @@ def test_pid1_sigterm_clean_exit(wd, unshare_ok, target):
     w.stopped_by_test = True
     t0 = time.monotonic()
     os.kill(inner if target == "watchdog" else w.proc.pid, signal.SIGTERM)
-    rc = w.wait_exit(3)
+    rc = w.wait_exit(3 if target == "watchdog" else 1)
     if rc is None and target == "unshare":
         # util-linux unshare does not forward signals to its child: documented limitation,
         # then the watchdog itself must still shut down cleanly on SIGTERM.

@@ -169,3 +169,27 @@ def test_long_stderr_line_small_log_buffer(wd):
     pieces = w.log_lines(r"^x+$")
     assert sum(len(p) for p in pieces) == 200000
     assert max(len(p) for p in pieces) <= 1000
+
+
+def test_log_format_json(wd):
+    import json
+
+    w = wd({"fprocess": sh("exit.sh"), "log_format": "json"})
+    r = request(w.port, "POST", "/jp?code=0", b"x")
+    assert r.status == 200
+    time.sleep(0.3)
+    w.kill(15)
+    w.stopped_by_test = True
+    assert w.wait_exit(3) == 0
+    time.sleep(0.1)
+    lines = [line for line in w.logs if line.strip()]
+    objs = []
+    for line in lines:
+        try:
+            objs.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"log line is not JSON: {line!r}")
+    assert all(isinstance(o, dict) for o in objs)
+    text = "\n".join(lines)
+    assert "/jp?code=0" in text and "err-line" in text
+    assert any("Listening on port" in json.dumps(o) for o in objs)

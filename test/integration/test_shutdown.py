@@ -130,3 +130,34 @@ def test_second_sigterm_still_graceful(wd):
     t.join(4)
     assert res["r"].status == 200 and res["r"].body == b"slept\n"
     assert w.wait_exit(2) == 0
+
+
+def test_sigterm_right_after_listening(tmp_path):
+    """A SIGTERM that arrives as soon as the port is announced is still a graceful shutdown
+    (exit 0, lock file removed), never the default action of the signal."""
+    import subprocess
+
+    from conftest import BIN, PATH
+
+    bad = []
+    for i in range(25):
+        d = tmp_path / f"t{i}"
+        d.mkdir()
+        env = {"PATH": PATH, "TMPDIR": str(d), "port": "0", "metrics_port": "0",
+               "bind_address": "127.0.0.1", "fprocess": "cat", "healthcheck_interval": "0"}
+        p = subprocess.Popen([BIN], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            while True:
+                line = p.stderr.readline()
+                if not line or b"Listening on port" in line:
+                    break
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+        p.stderr.close()
+        if rc != 0 or (d / ".lock").exists():
+            bad.append((rc, (d / ".lock").exists()))
+    assert not bad, f"(exit status, lock file left) for failing starts: {bad} of 25"

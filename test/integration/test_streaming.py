@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Client, RssSampler, build_request, request, sh, wait_no_procs
+from conftest import Client, RssSampler, assert_rss, build_request, request, sh, wait_no_procs
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "OPTIONS", "FOO"])
@@ -93,8 +93,7 @@ def test_full_duplex_echo(wd, mib):
     assert r.status == 200
     assert r.length == size, f"got {r.length} of {size} bytes back"
     assert r.sha256 == sent
-    assert rss.samples > 3
-    assert rss.peak < 16 * 1024, f"watchdog VmRSS peaked at {rss.peak} kB"
+    assert_rss(rss)
 
 
 def test_full_duplex_echo_chunked_request(wd):
@@ -104,7 +103,7 @@ def test_full_duplex_echo_chunked_request(wd):
     assert r.status == 200
     assert r.length == size
     assert r.sha256 == sent
-    assert rss.peak < 16 * 1024, f"watchdog VmRSS peaked at {rss.peak} kB"
+    assert_rss(rss)
 
 
 def test_failure_without_output_500(wd):
@@ -166,3 +165,113 @@ def test_handler_not_reading_body(wd):
     # the connection (or a new one) is usable afterwards
     r = request(w.port, "GET", "/")
     assert (r.status, r.body) == (200, b"ignored\n")
+
+
+def test_slow_reader_backpressure(wd):
+    """A handler that writes 48 MiB to a client that does not read yet: the watchdog must
+    apply back-pressure (pause the pipe), not buffer the output in memory."""
+    w = wd({"fprocess": "head -c 50331648 /dev/zero"})
+    rss = RssSampler(w.pid)
+    rss.start()
+    try:
+        with Client(w.port, timeout=10) as c:
+            c.send(build_request("GET", "/", port=w.port))
+            time.sleep(0.7)
+            r = c.read_response(store=False)
+    finally:
+        rss.stop()
+    assert r.status == 200 and r.complete
+    assert r.length == 48 << 20
+    assert_rss(rss)
+
+
+def test_client_gone_kills_handler(wd):
+    marker = "yes-" + os.urandom(6).hex()
+    w = wd({"fprocess": "yes " + marker})
+    c = Client(w.port)
+    c.send(build_request("GET", "/", port=w.port))
+    r_head = c.read_line()
+    assert r_head.startswith(b"HTTP/1.1 200"), r_head
+    c.read_upto(1 << 20)
+    c.close()
+    left = wait_no_procs(marker, exclude=(w.pid,), timeout=1.0)
+    assert not left, f"the handler keeps running after its client left: {left}"
+    r = request(w.port, "GET", "/_/health")
+    assert r.status == 200
+
+
+@pytest.mark.parametrize("mode", ["serializing", "streaming"])
+def test_head_has_no_body_on_keepalive(wd, mode):
+    w = wd({"fprocess": "echo hello-head", "mode": mode})
+    with Client(w.port) as c:
+        r = c.request("HEAD", "/")
+        assert r.status == 200
+        r2 = c.request("POST", "/x", b"")
+        assert (r2.status, r2.body) == (200, b"hello-head\n"), "stray HEAD body bytes on the wire"
+
+
+@pytest.mark.parametrize("mode", ["classic", "serializing", "streaming"])
+def test_unread_body_then_keepalive(wd, mode):
+    w = wd({"fprocess": "echo ignored", "mode": mode})
+    with Client(w.port, timeout=10) as c:
+        r = c.request("POST", "/", os.urandom(200_000))
+        assert (r.status, r.body) == (200, b"ignored\n")
+        if not r.closed and (r.header("Connection") or "").lower() != "close":
+            r = c.request("POST", "/", b"second")
+            assert (r.status, r.body) == (200, b"ignored\n")
+
+
+def test_many_concurrent_clients(wd):
+    w = wd({"fprocess": "cat"})
+    out = [None] * 40
+    errs = []
+
+    def one(i):
+        try:
+            out[i] = request(w.port, "POST", f"/{i}", b"body-%d" % i, timeout=10)
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(15)
+    assert not errs, errs
+    assert all(r.status == 200 and r.body == b"body-%d" % i for i, r in enumerate(out))
+
+
+def test_exec_timeout_during_duplex_upload(wd):
+    """The deadline hits while the client is still uploading: the response ends at once, the
+    client is not left hanging and the handler is gone."""
+    marker = "dup-" + os.urandom(6).hex()
+    w = wd({"fprocess": f"sh -c 'cat; :' {marker}", "exec_timeout": "1s"})
+    c = Client(w.port, timeout=5)
+    stop = threading.Event()
+
+    def sender():
+        try:
+            c.sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (64 << 20))
+            for _ in range(64):
+                if stop.is_set():
+                    return
+                c.sock.sendall(os.urandom(1 << 20))
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=sender, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    try:
+        r = c.read_response(store=False)
+        dt = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(5)
+        c.close()
+    assert r.status == 200
+    assert 0 < r.length < 64 << 20
+    assert dt <= 1.5, f"response ended {dt:.2f}s after the start (exec_timeout=1s)"
+    assert not wait_no_procs(marker, exclude=(w.pid,), timeout=0.5)
+    assert request(w.port, "GET", "/_/health").status == 200
