@@ -3,7 +3,9 @@
 # FWATCHDOG and RAWSPAWN to absolute paths. Everything runs on 127.0.0.1; every watchdog started
 # here gets SIGTERM (then SIGKILL after 5 s) on exit, including on errors and Ctrl-C.
 # Knobs: BENCH_DURATION (wrk and rawspawn seconds, 5), BENCH_STARTS (exec-to-ready starts, 20),
-# BENCH_ECHO_MIB (streaming echo size, 256).
+# BENCH_ECHO_MIB (streaming echo size, 256), BENCH_OVH_DURATION (each overhead wrk run, 3).
+# Every watchdog's stderr (one line per request) goes to a file, so it can never block on a full
+# pipe; exec-to-ready reads its pipe until the port line and drains it at exit.
 set -u -o pipefail
 
 FWATCHDOG=${FWATCHDOG:?FWATCHDOG must be the absolute path of build/fwatchdog}
@@ -11,6 +13,7 @@ RAWSPAWN=${RAWSPAWN:?RAWSPAWN must be the absolute path of build/rawspawn}
 DURATION=${BENCH_DURATION:-5}
 STARTS=${BENCH_STARTS:-20}
 ECHO_MIB=${BENCH_ECHO_MIB:-256}
+OVH_DURATION=${BENCH_OVH_DURATION:-3}
 CONNS=8
 THREADS=2
 PAYLOAD=64
@@ -23,6 +26,9 @@ FAILS=()    # one line per failure, printed at the end
 WD_PID=0
 WD_PORT=0
 WD_LOG=
+WRK_PID=    # a wrk running in the background, if any
+START_QUIET=0 # 1: start_wd leaves its failure in START_ERR instead of reporting it
+START_ERR=
 
 note_fail() {
     FAILS+=("$*")
@@ -59,6 +65,7 @@ stop_wd() {
 # shellcheck disable=SC2317 # called through trap
 cleanup() {
     local pid
+    [ -n "$WRK_PID" ] && kill -TERM "$WRK_PID" 2>/dev/null && wait "$WRK_PID" 2>/dev/null
     for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_wd "$pid"; done
     rm -rf "$WORK"
 }
@@ -68,15 +75,21 @@ trap 'exit 143' TERM
 
 now_ms() { date +%s%3N; }
 
-# start_wd NAME MODE: start a watchdog (fprocess=cat) and wait for "Listening on port: N" on its
-# stderr and a 200 from /_/health. Sets WD_PID, WD_PORT, WD_LOG, WD_T0 (ms). Returns 1 on failure.
+start_fail() {
+    if [ "$START_QUIET" = 1 ]; then START_ERR="$*"; else note_fail "$@"; fi
+}
+
+# start_wd NAME MODE [VAR=VALUE...]: start a watchdog (fprocess=cat, metrics_port=0 unless a
+# VAR=VALUE overrides it) and wait for "Listening on port: N" on its stderr and a 200 from
+# /_/health. Sets WD_PID, WD_PORT, WD_LOG, WD_T0 (ms). Returns 1 on failure.
 start_wd() {
     local name=$1 mode=$2 i port=
+    shift 2
     WD_LOG=$WORK/$name.stderr
     mkdir -p "$WORK/tmp.$name"
     WD_T0=$(now_ms)
     env -i PATH="$PATH" mode="$mode" fprocess=cat port=0 metrics_port=0 bind_address=127.0.0.1 \
-        TMPDIR="$WORK/tmp.$name" healthcheck_interval=0 \
+        TMPDIR="$WORK/tmp.$name" healthcheck_interval=0 "$@" \
         "$FWATCHDOG" </dev/null >"$WORK/$name.stdout" 2>"$WD_LOG" &
     WD_PID=$!
     PIDS+=("$WD_PID")
@@ -85,13 +98,13 @@ start_wd() {
         [ -n "$port" ] && break
         if ! is_live "$WD_PID"; then
             stop_wd "$WD_PID"
-            note_fail "$name: watchdog exited with status $STOP_RC before listening; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+            start_fail "$name: watchdog exited with status $STOP_RC before listening; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
             return 1
         fi
         sleep 0.025
     done
     if [ -z "$port" ] || [ "$port" = 0 ]; then
-        note_fail "$name: no 'Listening on port: N' (N > 0) on stderr within 5 s; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+        start_fail "$name: no 'Listening on port: N' (N > 0) on stderr within 5 s; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
         stop_wd "$WD_PID"
         return 1
     fi
@@ -102,7 +115,7 @@ start_wd() {
         [ "$code" = 200 ] && return 0
         sleep 0.025
     done
-    note_fail "$name: GET /_/health did not answer 200 within 5 s (last: $code)"
+    start_fail "$name: GET /_/health did not answer 200 within 5 s (last: $code)"
     stop_wd "$WD_PID"
     return 1
 }
