@@ -3,7 +3,7 @@
 # FWATCHDOG and RAWSPAWN to absolute paths. Everything runs on 127.0.0.1; every watchdog started
 # here gets SIGTERM (then SIGKILL after 5 s) on exit, including on errors and Ctrl-C.
 # Knobs: BENCH_DURATION (wrk and rawspawn seconds, 5), BENCH_STARTS (exec-to-ready starts, 20),
-# BENCH_ECHO_MIB (streaming echo size, 256), BENCH_OVH_DURATION (each overhead wrk run, 3).
+# BENCH_ECHO_MIB (streaming echo size, 256), BENCH_OVH_DURATION (each overhead wrk run, BENCH_DURATION).
 # Every watchdog's stderr (one line per request) goes to a file, so it can never block on a full
 # pipe; exec-to-ready reads its pipe until the port line and drains it at exit.
 set -u -o pipefail
@@ -13,7 +13,7 @@ RAWSPAWN=${RAWSPAWN:?RAWSPAWN must be the absolute path of build/rawspawn}
 DURATION=${BENCH_DURATION:-5}
 STARTS=${BENCH_STARTS:-20}
 ECHO_MIB=${BENCH_ECHO_MIB:-256}
-OVH_DURATION=${BENCH_OVH_DURATION:-3}
+OVH_DURATION=${BENCH_OVH_DURATION:-$DURATION}
 CONNS=8
 THREADS=2
 PAYLOAD=64
@@ -177,6 +177,64 @@ if [ "$RAW_RC" != 0 ] || [ -z "$RAW_RATE" ]; then
     note_fail "rawspawn: exit $RAW_RC: $RAW_OUT $(cat "$WORK/rawspawn.err")"
 fi
 
+# run_load NAME SECONDS [METRICS_PORT]: on the watchdog WD_PID/WD_PORT just started, one checked
+# POST, then wrk for SECONDS; with METRICS_PORT, GET /metrics once halfway through the run. Stops
+# the watchdog. Sets W_RPS W_P50 W_P99 W_ERRS W_REQS W_HWM W_SCRAPE_MS; returns 1 when there is no
+# wrk result. Every failure is reported here.
+run_load() {
+    local name=$1 secs=$2 mport=${3:-} code wrc rps non2xx sockerr
+    W_RPS=FAILED W_P50=- W_P99=- W_ERRS=- W_REQS='' W_HWM=- W_SCRAPE_MS=-
+    # One checked request first, so a broken watchdog is reported with what it answered.
+    code=$(curl -sS -m 5 -o "$WORK/$name.body" -w '%{http_code}' -H 'Content-Type: text/plain' \
+        --data-binary @"$WORK/payload" "http://127.0.0.1:$WD_PORT/" 2>"$WORK/$name.curl")
+    if [ "$code" != 200 ] || ! cmp -s "$WORK/payload" "$WORK/$name.body"; then
+        note_fail "$name: POST of $PAYLOAD bytes to cat: HTTP $code, body $(head -c 120 "$WORK/$name.body" | tr -c '[:print:]' '.') $(cat "$WORK/$name.curl")"
+        stop_wd "$WD_PID"
+        return 1
+    fi
+    wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency -s "$WORK/post.lua" \
+        "http://127.0.0.1:$WD_PORT/" >"$WORK/$name.wrk" 2>&1 &
+    WRK_PID=$!
+    if [ -n "$mport" ]; then
+        sleep "$(awk -v s="$secs" 'BEGIN { printf "%.3f", s / 2 }')"
+        local out
+        out=$(curl -sS -m 5 -o "$WORK/$name.metrics" -w '%{http_code} %{time_total}' \
+            "http://127.0.0.1:$mport/metrics" 2>&1)
+        # The POSTs served so far: at least the checked one, and wrk's after half the run.
+        local served
+        served=$(awk '/^http_requests_total\{.*code="200".*method="post"/ { n += $2 } END { print n + 0 }' \
+            "$WORK/$name.metrics" 2>/dev/null)
+        if [ "${out%% *}" = 200 ] && [ "${served:-0}" -gt 1 ]; then
+            W_SCRAPE_MS=$(awk -v t="${out#* }" 'BEGIN { printf "%.1f", t * 1000 }')
+        else
+            note_fail "$name: GET /metrics on 127.0.0.1:$mport during wrk: $out; http_requests_total{code=200,method=post} = ${served:-none} (want > 1)"
+        fi
+    fi
+    wait "$WRK_PID"
+    wrc=$?
+    WRK_PID=
+    W_HWM=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
+    is_live "$WD_PID" || note_fail "$name: watchdog died during wrk; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+    stop_wd "$WD_PID"
+    [ "$STOP_RC" = 0 ] || note_fail "$name: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$WORK/$name.wrk")
+    if [ "$wrc" != 0 ] || [ -z "$rps" ]; then
+        note_fail "$name: wrk exit $wrc: $(tail -n 3 "$WORK/$name.wrk" | tr '\n' ' ')"
+        return 1
+    fi
+    W_RPS=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
+    W_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$WORK/$name.wrk")")
+    W_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$WORK/$name.wrk")")
+    W_REQS=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$WORK/$name.wrk")
+    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$WORK/$name.wrk")
+    sockerr=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$WORK/$name.wrk")
+    W_ERRS=$((${non2xx:-0} + ${sockerr:-0}))
+    if [ "$W_ERRS" != 0 ]; then
+        note_fail "$name: wrk saw ${non2xx:-0} non-2xx responses and ${sockerr:-0} socket errors; watchdog stderr: $(grep -m3 -vE 'Listening|Version|Watchdog mode|Timeouts|lock-file| - 200 - |"status":200' "$WD_LOG" | tr '\n' ' ')"
+    fi
+    return 0
+}
+
 # 2. each fork mode under wrk; streaming also gives the idle RSS.
 declare -A RPS P50 P99 ERRS HWM
 IDLE_RSS=
@@ -189,35 +247,66 @@ for mode in "${MODES[@]}"; do
         [ "$left" -gt 0 ] && sleep "$(awk -v l="$left" 'BEGIN { printf "%.3f", l / 1000 }')"
         IDLE_RSS=$(status_kib "$WD_PID" VmRSS)
     fi
-    # One checked request first, so a broken mode is reported with what it answered.
-    code=$(curl -sS -m 5 -o "$WORK/$mode.body" -w '%{http_code}' -H 'Content-Type: text/plain' \
-        --data-binary @"$WORK/payload" "http://127.0.0.1:$WD_PORT/" 2>"$WORK/$mode.curl")
-    if [ "$code" != 200 ] || ! cmp -s "$WORK/payload" "$WORK/$mode.body"; then
-        note_fail "$mode: POST of $PAYLOAD bytes to cat: HTTP $code, body $(head -c 120 "$WORK/$mode.body" | tr -c '[:print:]' '.') $(cat "$WORK/$mode.curl")"
-        stop_wd "$WD_PID"
-        continue
-    fi
-    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" \
-        "http://127.0.0.1:$WD_PORT/" >"$WORK/$mode.wrk" 2>&1
-    wrc=$?
-    HWM[$mode]=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
-    is_live "$WD_PID" || note_fail "$mode: watchdog died during wrk; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
-    stop_wd "$WD_PID"
-    [ "$STOP_RC" = 0 ] || note_fail "$mode: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$WORK/$mode.wrk")
-    if [ "$wrc" != 0 ] || [ -z "$rps" ]; then
-        note_fail "$mode: wrk exit $wrc: $(tail -n 3 "$WORK/$mode.wrk" | tr '\n' ' ')"
-        continue
-    fi
-    RPS[$mode]=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
-    P50[$mode]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$WORK/$mode.wrk")")
-    P99[$mode]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$WORK/$mode.wrk")")
-    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$WORK/$mode.wrk")
-    sockerr=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$WORK/$mode.wrk")
-    ERRS[$mode]=$((${non2xx:-0} + ${sockerr:-0}))
-    if [ "${ERRS[$mode]}" != 0 ]; then
-        note_fail "$mode: wrk saw ${non2xx:-0} non-2xx responses and ${sockerr:-0} socket errors; watchdog stderr: $(grep -v -m3 -e 'Listening' "$WD_LOG" | tr '\n' ' ')"
-    fi
+    run_load "$mode" "$DURATION"
+    RPS[$mode]=$W_RPS P50[$mode]=$W_P50 P99[$mode]=$W_P99 ERRS[$mode]=$W_ERRS HWM[$mode]=$W_HWM
+done
+
+# 2b. metrics and JSON log overhead, streaming: (a) metrics_port=0 and text logs, (b) a metrics
+# listener (scraped once per run) and text logs, (c) a metrics listener and log_format=json.
+# Interleaved a b c a b c; the run with more req/s of each pair is kept, with its own p50/p99.
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+OVH_CONFIGS=(a b c)
+declare -A OVH_NAME=([a]="metrics off, text logs" [b]="metrics on, text logs" [c]="metrics on, JSON logs")
+declare -A O_RPS O_P50 O_P99 O_ERRS O_ALL O_SCRAPE
+for c in "${OVH_CONFIGS[@]}"; do
+    O_RPS[$c]=FAILED O_P50[$c]=- O_P99[$c]=- O_ERRS[$c]=- O_ALL[$c]='' O_SCRAPE[$c]=''
+done
+echo "bench: overhead: streaming, wrk -t$THREADS -c$CONNS -d${OVH_DURATION}s x 6 (a b c a b c)" >&2
+for round in 1 2; do
+    for c in "${OVH_CONFIGS[@]}"; do
+        name=ovh-$c$round
+        mport=
+        fmt=text
+        [ "$c" = c ] && fmt=json
+        ok=0
+        if [ "$c" = a ]; then
+            start_wd "$name" streaming metrics_port=0 log_format=$fmt && ok=1
+        else
+            # A free loopback port, found by binding port 0; another one if it was taken meanwhile.
+            START_QUIET=1 START_ERR=''
+            for _ in 1 2 3; do
+                mport=$(free_port) || break
+                start_wd "$name" streaming metrics_port="$mport" log_format=$fmt && { ok=1; break; }
+            done
+            START_QUIET=0
+            [ "$ok" = 1 ] || note_fail "${START_ERR:-$name: no free loopback port for metrics_port}"
+            if [ "$ok" = 1 ] && ! grep -aq "Metrics listening on port: $mport\b" "$WD_LOG"; then
+                note_fail "$name: no 'Metrics listening on port: $mport' on stderr"
+            fi
+        fi
+        [ "$ok" = 1 ] || { O_ALL[$c]+="${O_ALL[$c]:+ / }FAILED"; continue; }
+        if run_load "$name" "$OVH_DURATION" "$mport"; then
+            # Every request must have been logged, in the configured format (checked after SIGTERM,
+            # which drains; wrk counts only whole responses, the watchdog also the checked POST).
+            if [ "$c" = c ]; then
+                nlog=$(grep -c '^{.*"msg":"request","method":"POST","path":"/","status":200' "$WD_LOG")
+                nbad=$(grep -vc '^{' "$WD_LOG")
+                [ "$nbad" = 0 ] || note_fail "$name: $nbad stderr lines that are not JSON objects: $(grep -m2 -v '^{' "$WD_LOG" | tr '\n' ' ')"
+            else
+                nlog=$(grep -c ' POST / - 200 - ContentLength: ' "$WD_LOG")
+            fi
+            [ "$nlog" -gt "${W_REQS:-0}" ] || note_fail "$name: $nlog request lines on stderr for $((${W_REQS:-0} + 1)) requests"
+            O_ALL[$c]+="${O_ALL[$c]:+ / }$W_RPS"
+            [ -n "$mport" ] && O_SCRAPE[$c]+="${O_SCRAPE[$c]:+ / }$W_SCRAPE_MS"
+            if [ "${O_RPS[$c]}" = FAILED ] || [ "$W_RPS" -gt "${O_RPS[$c]}" ]; then
+                O_RPS[$c]=$W_RPS O_P50[$c]=$W_P50 O_P99[$c]=$W_P99 O_ERRS[$c]=$W_ERRS
+            fi
+        else
+            O_ALL[$c]+="${O_ALL[$c]:+ / }FAILED"
+        fi
+    done
 done
 
 # 3. exec-to-ready, median of $STARTS starts (streaming, fprocess=cat).
@@ -269,11 +358,10 @@ for i in range(n):
     finally:
         p.send_signal(signal.SIGTERM)
         try:
-            p.wait(timeout=5)
+            p.communicate(timeout=5)  # drains stderr, so the watchdog never blocks writing it
         except subprocess.TimeoutExpired:
             p.kill()
-            p.wait()
-        p.stderr.close()
+            p.communicate()
 print("listen_ms=%.2f health_ms=%.2f" % (statistics.median(listen_ms), statistics.median(health_ms)))
 PYEOF
 )
@@ -307,7 +395,11 @@ ratio() { # watchdog rate / raw rate
     awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'
 }
 us_to_ms() { [ -n "$1" ] && awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' || echo -; }
-VERSION=$(env -i timeout 2 "$FWATCHDOG" --version 2>/dev/null </dev/null) && VERSION=${VERSION%%$'\n'*} || VERSION=
+# --version prints one log line ("2026/01/02 03:04:05 Version: 0.1.0<TAB>SHA: abc1234") on stderr.
+VERSION=$(env -i timeout 2 "$FWATCHDOG" --version 2>&1 </dev/null | grep -m1 -aoE 'Version: .*' | tr '\t' ' ')
+overhead() { # req/s of (a), req/s of x -> throughput lost against (a), in percent
+    awk -v a="$1" -v x="$2" 'BEGIN { if (a + 0 > 0 && x + 0 > 0) printf "%+.1f %%", (a - x) * 100 / a; else print "-" }'
+}
 
 echo
 echo "## fwatchdog benchmark"
@@ -334,6 +426,19 @@ echo "| exec → \`Listening on port\` (median of $STARTS) | ${READY_LISTEN:-FAI
 echo "| exec → first 200 from \`GET /_/health\` (median of $STARTS) | ${READY_HEALTH:-FAILED} ms |"
 echo "| $ECHO_MIB MiB echo through cat, streaming | $ECHO_RATE MiB/s |"
 echo "| peak RSS after the echo (VmHWM) | $ECHO_HWM MiB |"
+echo
+echo "### metrics and log overhead: streaming, cat, wrk -t$THREADS -c$CONNS -d${OVH_DURATION}s, best of 2 interleaved runs"
+echo
+echo "| config | req/s | p50 ms | p99 ms | errors | cost vs (a) | req/s of both runs | /metrics scrape ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+for c in "${OVH_CONFIGS[@]}"; do
+    printf '| (%s) %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "${OVH_NAME[$c]}" "${O_RPS[$c]}" \
+        "${O_P50[$c]}" "${O_P99[$c]}" "${O_ERRS[$c]}" \
+        "$(if [ "$c" = a ]; then echo -; else overhead "${O_RPS[a]}" "${O_RPS[$c]}"; fi)" "${O_ALL[$c]:--}" \
+        "${O_SCRAPE[$c]:--}"
+done
+echo
+echo "Target: (b) and (c) cost no more than 3 % of (a)'s req/s; measured (b) $(overhead "${O_RPS[a]}" "${O_RPS[b]}"), (c) $(overhead "${O_RPS[a]}" "${O_RPS[c]}") (not asserted)."
 if [ "${#FAILS[@]}" -gt 0 ]; then
     echo
     echo "Failures:"

@@ -936,34 +936,29 @@ static void on_abort(struct wd_req *req)
     job_maybe_free(job);
 }
 
-static int start_variant(struct wd_app *app, void **state, enum variant v)
+static int start(struct wd_app *app, void **state)
 {
     struct fork_state *st = calloc(1, sizeof *st);
     if (st == NULL)
         return UV_ENOMEM;
     st->app = app;
     st->cfg = app->cfg;
-    st->variant = v;
+    switch (st->cfg->mode) {
+    case WD_MODE_CLASSIC:
+        st->variant = V_CLASSIC;
+        break;
+    case WD_MODE_SERIALIZING:
+        st->variant = V_SERIALIZING;
+        break;
+    default:
+        st->variant = V_STREAMING;
+        break;
+    }
     char err[256];
     if (wd_child_resolve(st->cfg->fprocess_argv[0], app->base_env, &st->path, err, sizeof err) < 0)
         wd_log_warn("%s (retried at each request)", err);
     *state = st;
     return 0;
-}
-
-static int start_classic(struct wd_app *app, void **state)
-{
-    return start_variant(app, state, V_CLASSIC);
-}
-
-static int start_serializing(struct wd_app *app, void **state)
-{
-    return start_variant(app, state, V_SERIALIZING);
-}
-
-static int start_streaming(struct wd_app *app, void **state)
-{
-    return start_variant(app, state, V_STREAMING);
 }
 
 static void stop(void *state, wd_done_cb done, void *arg)
@@ -987,31 +982,10 @@ static void stop(void *state, wd_done_cb done, void *arg)
     st->stop_arg = arg;
 }
 
-const struct wd_mode wd_mode_classic = {
-    .name = "classic",
-    .start = start_classic,
-    .on_headers = on_headers,
-    .on_body = on_body,
-    .on_end = on_end,
-    .on_drain = on_drain,
-    .on_abort = on_abort,
-    .stop = stop,
-};
-
-const struct wd_mode wd_mode_serializing = {
-    .name = "serializing",
-    .start = start_serializing,
-    .on_headers = on_headers,
-    .on_body = on_body,
-    .on_end = on_end,
-    .on_drain = on_drain,
-    .on_abort = on_abort,
-    .stop = stop,
-};
-
-const struct wd_mode wd_mode_streaming = {
-    .name = "streaming",
-    .start = start_streaming,
+/* One implementation for the three fork modes; start() picks the variant from cfg->mode. */
+const struct wd_mode wd_mode_fork = {
+    .name = "fork",
+    .start = start,
     .on_headers = on_headers,
     .on_body = on_body,
     .on_end = on_end,

@@ -34,7 +34,7 @@ struct wd_req {
 };
 
 struct wd_mode {
-    const char *name;
+    const char *name; /* for logs; the `mode` setting is mapped in modes.c */
     int (*start)(struct wd_app *app, void **state); /* once, before listening */
     bool (*is_ready)(void *state);                  /* NULL: always ready */
     void (*on_headers)(void *state, struct wd_req *req);

@@ -3,16 +3,22 @@
 
 #include "mode.h"
 
-extern const struct wd_mode wd_mode_classic, wd_mode_serializing, wd_mode_streaming;
+extern const struct wd_mode wd_mode_fork;
 
-static const struct wd_mode *const modes[] = {&wd_mode_classic, &wd_mode_serializing,
-                                              &wd_mode_streaming};
+static const struct {
+    const char *name; /* value of the `mode` setting */
+    const struct wd_mode *mode;
+} modes[] = {
+    {"classic", &wd_mode_fork},
+    {"serializing", &wd_mode_fork},
+    {"streaming", &wd_mode_fork},
+};
 
 const struct wd_mode *wd_mode_find(const char *name)
 {
     for (size_t i = 0; i < WD_ARRAY_LEN(modes); i++) {
-        if (strcmp(modes[i]->name, name) == 0)
-            return modes[i];
+        if (strcmp(modes[i].name, name) == 0)
+            return modes[i].mode;
     }
     return NULL;
 }
