@@ -238,7 +238,8 @@ def test_many_concurrent_clients(wd):
     for t in ts:
         t.join(15)
     assert not errs, errs
-    assert all(r.status == 200 and r.body == b"body-%d" % i for i, r in enumerate(out))
+    bad = [(i, r) for i, r in enumerate(out) if r is None or (r.status, r.body) != (200, b"body-%d" % i)]
+    assert not bad, bad
 
 
 def test_exec_timeout_during_duplex_upload(wd):
