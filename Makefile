@@ -1,4 +1,4 @@
-# fwatchdog: see README.md. Targets: all run test asan lint format format-check bench clean static
+# fwatchdog: see README.md. Targets: all run test asan lint format format-check bench clean
 SHELL := /bin/bash
 CC ?= cc
 BUILD ?= build
@@ -29,7 +29,7 @@ UNIT_SRC := test/check_main.c $(wildcard test/unit/*.c)
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(UNIT_SRC))
 BIN := $(BUILD)/fwatchdog
 
-.PHONY: all deps run test unit integration asan lint format format-check bench clean static help-check
+.PHONY: all deps run test unit integration asan lint format format-check bench clean
 
 all: deps $(BIN)
 
@@ -79,10 +79,6 @@ integration: all
 # `make asan test` builds into build/asan with ASan+UBSan and runs the same suites on it.
 asan: all $(BUILD)/check_unit
 	@echo "sanitizer build in $(BUILD)"
-
-static: OPT := -O2
-static: deps $(BUILD)/watchdog/main.o $(CORE_OBJ) $(LLHTTP_OBJ)
-	$(CC) -static -s -o $(BUILD)/fwatchdog-static $(BUILD)/watchdog/main.o $(CORE_OBJ) $(LLHTTP_OBJ) $(LDLIBS_ALL) -lpthread -ldl
 
 bench: all $(BUILD)/rawspawn
 	FWATCHDOG=$(abspath $(BIN)) RAWSPAWN=$(abspath $(BUILD)/rawspawn) bash bench/run.sh
