@@ -101,72 +101,47 @@ static void log_request(struct conn *c);
 
 static const char *reason_phrase(int status)
 {
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 204:
-        return "No Content";
-    case 206:
-        return "Partial Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 303:
-        return "See Other";
-    case 304:
-        return "Not Modified";
-    case 307:
-        return "Temporary Redirect";
-    case 308:
-        return "Permanent Redirect";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 410:
-        return "Gone";
-    case 413:
-        return "Request Entity Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 416:
-        return "Requested Range Not Satisfiable";
-    case 422:
-        return "Unprocessable Entity";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
+    static const struct {
+        int code;
+        const char *text;
+    } reasons[] = {
+        {100, "Continue"},
+        {200, "OK"},
+        {201, "Created"},
+        {202, "Accepted"},
+        {204, "No Content"},
+        {206, "Partial Content"},
+        {301, "Moved Permanently"},
+        {302, "Found"},
+        {303, "See Other"},
+        {304, "Not Modified"},
+        {307, "Temporary Redirect"},
+        {308, "Permanent Redirect"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {408, "Request Timeout"},
+        {409, "Conflict"},
+        {410, "Gone"},
+        {413, "Request Entity Too Large"},
+        {415, "Unsupported Media Type"},
+        {416, "Requested Range Not Satisfiable"},
+        {422, "Unprocessable Entity"},
+        {429, "Too Many Requests"},
+        {431, "Request Header Fields Too Large"},
+        {500, "Internal Server Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+    };
+    for (size_t i = 0; i < WD_ARRAY_LEN(reasons); i++) {
+        if (reasons[i].code == status)
+            return reasons[i].text;
     }
+    return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
 }
 
 static size_t http_date(char *out, size_t outlen)
@@ -1047,6 +1022,17 @@ static void on_write_timeout(uv_timer_t *t)
     struct conn *c = t->data;
     if (c->kind == REQ_NONE)
         return;
+    if (c->is_queued) {
+        /* Never got a slot: that is the queue's answer, not a gateway timeout. */
+        queue_remove(c);
+        wd_buf_free(&c->qbody);
+        wd_req_note_error(&c->req, "write_timeout passed while waiting for a slot");
+        c->body_done = true;
+        c->keep_alive = false;
+        send_429(c);
+        end_and_close(c);
+        return;
+    }
     detach_mode(c);
     wd_req_note_error(&c->req, "response not complete within write_timeout");
     if (!c->res_started) {
