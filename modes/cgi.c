@@ -357,7 +357,8 @@ static int parse_status(const char *v, size_t n)
             return -1;
     }
     int status = (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
-    return status >= 100 ? status : -1;
+    /* A 1xx is not a final answer (it would leave the client without a response). */
+    return status >= 200 ? status : -1;
 }
 
 /* Parse the lines of a complete head of `end` bytes (blank line included) into h. */

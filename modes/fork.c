@@ -874,8 +874,12 @@ static void on_headers(void *state, struct wd_req *req)
     if (st->jobs)
         st->jobs->prev = job;
     st->jobs = job;
-    if (head->content_length > 0 && st->variant != V_STREAMING &&
-        wd_buf_reserve(&job->body, (size_t)head->content_length) < 0) {
+    /* Reserve what the client announced, up to 1 MiB: a claim is not a body (a lying
+     * Content-Length must not reserve gigabytes); the buffer grows as bytes arrive. */
+    size_t want = head->content_length > 0 ? (size_t)head->content_length : 0;
+    if (want > ((size_t)1 << 20))
+        want = (size_t)1 << 20;
+    if (want > 0 && st->variant != V_STREAMING && wd_buf_reserve(&job->body, want) < 0) {
         start_failed(job, UV_ENOMEM);
         return;
     }

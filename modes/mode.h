@@ -30,13 +30,14 @@ struct wd_req {
     uint64_t deadline_ms; /* the same, as Unix epoch milliseconds */
     bool is_head;         /* HEAD: the server drops body bytes */
     bool is_ready_probe;  /* /_/ready proxied to ready_path */
+    char peer[48];        /* client address (numeric), for X-Forwarded-For */
     void *mode_data;      /* the only field a mode writes */
 };
 
 struct wd_mode {
     const char *name; /* for logs; the `mode` setting is mapped in modes.c */
     int (*start)(struct wd_app *app, void **state); /* once, before listening */
-    bool (*is_ready)(void *state);                  /* NULL: always ready */
+    bool (*is_ready)(void *state); /* NULL: ready at once; else the mode calls wd_app_set_ready */
     void (*on_headers)(void *state, struct wd_req *req);
     void (*on_body)(struct wd_req *req, const char *at, size_t len);
     void (*on_end)(struct wd_req *req);

@@ -111,6 +111,8 @@ static void on_hc_timer(uv_timer_t *t)
     start_drain(t->data);
 }
 
+static void begin_shutdown(struct shutdown *sd, const char *name);
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct shutdown *sd = h->data;
@@ -119,6 +121,42 @@ static void on_signal(uv_signal_t *h, int signum)
         wd_log_info("%s: already shutting down", name);
         return;
     }
+    begin_shutdown(sd, name);
+}
+
+void wd_app_shutdown(struct wd_app *app, int exit_code)
+{
+    struct shutdown *sd = app->lifecycle;
+    if (sd->is_started)
+        return;
+    sd->exit_code = exit_code;
+    begin_shutdown(sd, "Shutting down");
+}
+
+void wd_app_set_ready(struct wd_app *app, bool is_ready)
+{
+    struct shutdown *sd = app->lifecycle;
+    if (is_ready && (sd->is_started || sd->health->is_accepting))
+        return;
+    if (is_ready) {
+        if (!app->cfg->suppress_lock)
+            wd_log_info("Writing lock-file to: %s", app->cfg->lock_path);
+        int rc = wd_health_mark_ready(sd->health);
+        if (rc < 0) {
+            wd_log_error("cannot write lock file %s: %s", app->cfg->lock_path, strerror(-rc));
+            wd_app_shutdown(app, 1);
+            return;
+        }
+    } else {
+        if (sd->health->has_lock)
+            wd_log_info("Removing lock-file : %s", sd->health->lock_path);
+        wd_health_mark_unready(sd->health);
+    }
+    wd_metrics_set_ready(app->metrics, is_ready);
+}
+
+static void begin_shutdown(struct shutdown *sd, const char *name)
+{
     sd->is_started = true;
     sd->app->is_shutting_down = true;
     char hc[32];
@@ -226,6 +264,7 @@ static int serve(struct wd_app *app)
     uv_timer_init(loop, &sd.timer);
     sd.app = app;
     sd.health = &health;
+    app->lifecycle = &sd;
     sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
     uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
     uv_signal_start(&sd.sigint, on_signal, SIGINT);
@@ -258,19 +297,10 @@ static int serve(struct wd_app *app)
     if (cfg->metrics_port > 0)
         wd_log_info("Metrics listening on port: %d", wd_server_metrics_port(app->server));
 
-    if (app->mode->is_ready == NULL || app->mode->is_ready(app->mode_state)) {
-        if (!cfg->suppress_lock)
-            wd_log_info("Writing lock-file to: %s", cfg->lock_path);
-        rc = wd_health_mark_ready(&health);
-        wd_metrics_set_ready(app->metrics, rc == 0);
-        if (rc < 0) {
-            /* fixed: OW exits 0 silently here, CW panics */
-            fprintf(stderr, "Error: cannot write lock file %s: %s\n", cfg->lock_path,
-                    strerror(-rc));
-            wd_server_abort_all(app->server);
-            goto fail_mode;
-        }
-    }
+    /* A lock file that cannot be written ends the process with exit 1 (fixed: OW exits 0
+     * silently, CW panics): wd_app_set_ready starts that shutdown itself. */
+    if (app->mode->is_ready == NULL || app->mode->is_ready(app->mode_state))
+        wd_app_set_ready(app, true);
 
     uv_run(loop, UV_RUN_DEFAULT);
 

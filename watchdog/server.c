@@ -50,9 +50,11 @@ struct conn {
     bool res_chunked, res_no_body;
     bool keep_alive;
     bool want_drain;
-    bool paused_by_mode, paused_by_pending, paused_by_queue, is_reading;
+    bool paused_by_mode, paused_by_pending, paused_by_queue, paused_by_flush, is_reading;
+    bool awaiting_flush; /* request done, answer still queued: idle time starts when flushed */
     bool in_feed, is_closing, is_shutting;
     bool is_metrics; /* accepted on the metrics listener: only /metrics is served */
+    char peer[48];   /* client address, copied into each request */
     bool is_queued;  /* waiting for a max_inflight slot (FIFO) */
     struct conn *qnext;
     uint64_t queued_ms;  /* uv_now() when queued */
@@ -93,6 +95,8 @@ struct wd_server {
 static void conn_close(struct conn *c);
 static void conn_feed(struct conn *c, const char *data, size_t len);
 static void maybe_complete(struct conn *c);
+static void start_idle(struct conn *c);
+static void conn_next(struct conn *c);
 static void start_reading(struct conn *c);
 static void on_write_timeout(uv_timer_t *t);
 static void log_request(struct conn *c);
@@ -160,7 +164,7 @@ static struct conn *conn_of(struct wd_req *req)
 static void update_reading(struct conn *c)
 {
     bool want = !c->is_closing && !c->is_shutting && !c->paused_by_mode && !c->paused_by_pending &&
-                !c->paused_by_queue;
+                !c->paused_by_queue && !c->paused_by_flush;
     if (want == c->is_reading)
         return;
     c->is_reading = want;
@@ -191,6 +195,15 @@ static void on_write(uv_write_t *w, int status)
         c->want_drain = false;
         if (c->mode_attached && c->srv->app->mode->on_drain != NULL)
             c->srv->app->mode->on_drain(&c->req);
+    }
+    if (c->awaiting_flush && c->tcp.write_queue_size == 0) {
+        c->awaiting_flush = false;
+        if (c->kind == REQ_NONE)
+            start_idle(c);
+    }
+    if (c->paused_by_flush && c->tcp.write_queue_size < LOW_WATER) {
+        c->paused_by_flush = false;
+        conn_next(c);
     }
 }
 
@@ -565,21 +578,46 @@ static void maybe_complete(struct conn *c)
     release_slot(c);
     free(c->note);
     c->note = NULL;
-    uv_timer_stop(&c->write_timer);
     if (c->is_closing || c->is_shutting)
         return;
     if (!c->keep_alive || c->srv->draining) {
+        uv_timer_stop(&c->write_timer);
         conn_close_after_flush(c);
         return;
     }
-    /* Next request: the idle wait counts against read_timeout. */
     wd_http1_next(c->parser);
     c->parser_stopped = false;
     c->req.head = NULL;
+    if (c->tcp.write_queue_size == 0) {
+        start_idle(c);
+    } else {
+        /* The answer is still going out under write_timeout; the idle wait starts once it is
+         * flushed. A client that sends requests without reading the answers gets nothing more
+         * parsed until it reads (memory stays bounded). */
+        c->awaiting_flush = true;
+        if (c->tcp.write_queue_size > HIGH_WATER) {
+            c->paused_by_flush = true;
+            update_reading(c);
+        }
+    }
+    if (c->in_feed || c->paused_by_flush)
+        return; /* conn_feed goes on with the bytes it holds; or on_write resumes */
+    conn_next(c);
+}
+
+/* Idle keep-alive connection: the wait for the next request counts against read_timeout. */
+static void start_idle(struct conn *c)
+{
+    uv_timer_stop(&c->write_timer);
     if (c->srv->cfg->read_timeout_ms > 0)
         uv_timer_again(&c->read_timer);
-    if (c->in_feed)
-        return; /* conn_feed goes on with the bytes it holds */
+}
+
+/* Go on with the next request: pipelined bytes first, then the socket. */
+static void conn_next(struct conn *c)
+{
+    if (c->is_closing || c->is_shutting)
+        return;
     if (c->pending_len > 0) {
         char *p = c->pending;
         size_t n = c->pending_len;
@@ -733,12 +771,20 @@ static void dispatch(struct conn *c)
     set_deadline(srv, &c->req);
     if (head->expect_continue && head->http_minor >= 1 && !c->body_done)
         conn_write_str(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    /* The mode may answer at once (405), and the next pipelined request may then start on
+     * this connection before on_headers returns: from then on, nothing here is ours. */
+    uint64_t id = c->req.id;
+    struct wd_buf held = c->qbody;
+    bool ended = c->body_done;
+    wd_buf_init(&c->qbody, 0);
     srv->app->mode->on_headers(srv->app->mode_state, &c->req);
-    if (c->qbody.len > 0 && c->mode_attached && !c->is_closing)
-        srv->app->mode->on_body(&c->req, c->qbody.data, c->qbody.len);
-    wd_buf_free(&c->qbody);
-    if (c->body_done && c->mode_attached && !c->is_closing)
+    if (held.len > 0 && c->req.id == id && c->mode_attached && !c->is_closing)
+        srv->app->mode->on_body(&c->req, held.data, held.len);
+    wd_buf_free(&held);
+    if (ended && c->req.id == id && c->mode_attached && !c->is_closing)
         srv->app->mode->on_end(&c->req);
+    if (c->req.id != id)
+        return;
     if (c->paused_by_queue) {
         c->paused_by_queue = false;
         update_reading(c);
@@ -751,7 +797,7 @@ static void queue_push(struct conn *c)
     c->is_queued = true;
     c->qnext = NULL;
     c->queued_ms = uv_now(srv->app->loop);
-    wd_buf_init(&c->qbody, 0);
+    wd_buf_free(&c->qbody);
     if (srv->qtail)
         srv->qtail->qnext = c;
     else
@@ -832,6 +878,7 @@ static int on_head(void *arg, const struct wd_http1_head *head)
     c->req.id = ++srv->next_id;
     c->req.start_ns = uv_hrtime();
     c->req.is_head = strcmp(head->method, "HEAD") == 0;
+    memcpy(c->req.peer, c->peer, sizeof c->peer);
     c->kind = REQ_NONE;
     c->body_done = false;
     c->res_started = c->res_done = false;
@@ -939,7 +986,7 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
 {
     c->in_feed = true;
     while (len > 0 && !c->is_closing && !c->is_shutting) {
-        if (c->parser_stopped) {
+        if (c->parser_stopped || c->paused_by_flush) {
             char *p = realloc(c->pending, c->pending_len + len);
             if (p == NULL) {
                 conn_close(c);
@@ -1020,8 +1067,11 @@ static void on_read_timeout(uv_timer_t *t)
 static void on_write_timeout(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (c->kind == REQ_NONE)
+    if (c->kind == REQ_NONE) {
+        if (c->tcp.write_queue_size > 0)
+            conn_close(c); /* the client did not take its answer within write_timeout */
         return;
+    }
     if (c->is_queued) {
         /* Never got a slot: that is the queue's answer, not a gateway timeout. */
         queue_remove(c);
@@ -1061,6 +1111,14 @@ static void accept_conn(uv_stream_t *ls, struct wd_server *srv, bool is_metrics)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage peer;
+    int plen = sizeof peer;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen) == 0) {
+        if (peer.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&peer, c->peer, sizeof c->peer);
+        else
+            uv_ip4_name((struct sockaddr_in *)&peer, c->peer, sizeof c->peer);
+    }
     uv_timer_init(srv->app->loop, &c->read_timer);
     uv_timer_init(srv->app->loop, &c->write_timer);
     c->read_timer.data = c->write_timer.data = c;
@@ -1209,7 +1267,7 @@ void wd_server_drain(struct wd_server *srv, wd_done_cb done, void *arg)
     for (struct conn *c = srv->conns, *next; c != NULL; c = next) {
         next = c->next;
         if (c->kind == REQ_NONE && !c->parser_stopped)
-            conn_close(c); /* idle keep-alive connection */
+            conn_close_after_flush(c); /* idle: whatever answer is still queued goes out */
     }
     if (srv->nconns == 0 && srv->drain_done != NULL) {
         srv->drain_done = NULL;

@@ -45,7 +45,7 @@ static const struct {
      {{"X-A", "1"}, {"X-B", "2"}}},
     {"status without reason", "Status: 201\n\n", 13, 13, 201, {{NULL, NULL}}},
     {"status lower case, tab reason", "status: 503\tBusy\r\n\r\n", 20, 20, 503, {{NULL, NULL}}},
-    {"status 100 and 999", "Status: 100\nStatus: 999\n\n", 25, 25, 999, {{NULL, NULL}}},
+    {"status 200 and 999", "Status: 200\nStatus: 999\n\n", 25, 25, 999, {{NULL, NULL}}},
     {"location gives 302", "Location: /elsewhere\n\n", 22, 22, 302, {{"Location", "/elsewhere"}}},
     {"location with status",
      "Location: /y\nStatus: 301 Moved\n\n",
@@ -90,6 +90,9 @@ static const struct {
     {"status letters", "Status: abc\n\n", UV_EINVAL, 13, 0, {{NULL, NULL}}},
     {"status two digits", "Status: 99\n\n", UV_EINVAL, 12, 0, {{NULL, NULL}}},
     {"status below 100", "Status: 099\n\n", UV_EINVAL, 13, 0, {{NULL, NULL}}},
+    /* 1xx is not a final answer: the client would be left without a response. */
+    {"status 101", "Status: 101\n\n", UV_EINVAL, 13, 0, {{NULL, NULL}}},
+    {"status 199", "Status: 199 x\n\n", UV_EINVAL, 15, 0, {{NULL, NULL}}},
     {"status four digits", "Status: 1000\n\n", UV_EINVAL, 14, 0, {{NULL, NULL}}},
     {"status glued reason", "Status: 404x\n\n", UV_EINVAL, 14, 0, {{NULL, NULL}}},
     {"status empty", "Status:\r\n\r\n", UV_EINVAL, 11, 0, {{NULL, NULL}}},
