@@ -124,7 +124,7 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_shutdown(sd, name);
 }
 
-void wd_app_shutdown(struct wd_app *app, int exit_code)
+static void app_shutdown(struct wd_app *app, int exit_code)
 {
     struct shutdown *sd = app->lifecycle;
     if (sd->is_started)
@@ -133,7 +133,7 @@ void wd_app_shutdown(struct wd_app *app, int exit_code)
     begin_shutdown(sd, "Shutting down");
 }
 
-void wd_app_set_ready(struct wd_app *app, bool is_ready)
+static void app_set_ready(struct wd_app *app, bool is_ready)
 {
     struct shutdown *sd = app->lifecycle;
     if (is_ready && (sd->is_started || sd->health->is_accepting))
@@ -369,6 +369,8 @@ int main(int argc, char **argv)
     memset(&app, 0, sizeof app);
     app.cfg = &cfg;
     app.base_env = environ;
+    app.set_ready = app_set_ready;
+    app.shutdown = app_shutdown;
     app.mode = wd_mode_find(cfg.mode_name);
     if (app.mode == NULL) {
         fprintf(stderr, "Error loading config: mode: \"%s\" is not available in this build yet\n",

@@ -44,13 +44,23 @@ struct wd_app {
     struct wd_metrics *metrics; /* owned by main.c; always there (metrics_port=0: not served) */
     bool is_shutting_down;
     void *lifecycle; /* main.c's shutdown state */
+    /* Set by main.c (function pointers, so modules link without main.c, e.g. in unit tests). */
+    void (*set_ready)(struct wd_app *app, bool is_ready);
+    void (*shutdown)(struct wd_app *app, int exit_code);
 };
 
-/* Implemented in main.c, for modes whose handler becomes ready later (a warm child): the
- * watchdog is ready (lock file, /_/health 200) only between set_ready(true) and
- * set_ready(false). Modes with is_ready == NULL are ready as soon as the listener is up. */
-void wd_app_set_ready(struct wd_app *app, bool is_ready);
+/* For modes whose handler becomes ready later (a warm child): the watchdog is ready (lock
+ * file, /_/health 200) only between set_ready(true) and set_ready(false). Modes with
+ * is_ready == NULL are ready as soon as the listener is up. */
+static inline void wd_app_set_ready(struct wd_app *app, bool is_ready)
+{
+    app->set_ready(app, is_ready);
+}
+
 /* Start the shutdown sequence as SIGTERM does, then exit with exit_code (restart_policy=never). */
-void wd_app_shutdown(struct wd_app *app, int exit_code);
+static inline void wd_app_shutdown(struct wd_app *app, int exit_code)
+{
+    app->shutdown(app, exit_code);
+}
 
 #endif
