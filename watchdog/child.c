@@ -184,7 +184,9 @@ static int close_from(int from, int keep)
 /* Signals whose disposition the child must reset: the ones we handle or ignore ourselves,
  * plus any that were ignored when we started (e.g. SIGHUP under nohup). Resetting only these
  * keeps the vfork window short (a handful of system calls instead of 64). */
-static sigset_t reset_set;
+/* A plain bit mask (bit n-1 = signal n): glibc's sigaddset refuses the signals it reserves
+ * (32, 33), and those are exactly the ones a parent such as GNU make leaves ignored. */
+static uint64_t reset_set;
 
 /* The kernel's sigaction: glibc's refuses the signals it reserves (32, 33), which a runtime
  * such as ASan may still have set to "ignore", and a handler must not inherit that. */
@@ -205,19 +207,18 @@ static void init_reset_set(void)
     static const int ours[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT,   SIGHUP,  SIGQUIT,
                                SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH, SIGTTIN, SIGTTOU,
                                SIGTSTP, SIGXFSZ, SIGXCPU, SIGURG};
-    sigemptyset(&reset_set);
+    reset_set = 0;
     for (size_t i = 0; i < WD_ARRAY_LEN(ours); i++)
-        sigaddset(&reset_set, ours[i]);
+        reset_set |= UINT64_C(1) << (ours[i] - 1);
     for (int sig = 1; sig < NSIG; sig++) {
         struct ksigaction old;
         if (sig != SIGKILL && sig != SIGSTOP && raw_sigaction(sig, NULL, &old) == 0 &&
             old.handler != SIG_DFL)
-            sigaddset(&reset_set, sig);
+            reset_set |= UINT64_C(1) << (sig - 1);
     }
-    /* Real-time signals too, always: the C library reserves 32 and 33 for itself, and a
-     * runtime (seen with ASan) may mark them ignored after this snapshot was taken. */
+    /* Real-time signals too, always: cheap, and a parent may have left them ignored. */
     for (int sig = 32; sig < NSIG; sig++)
-        sigaddset(&reset_set, sig);
+        reset_set |= UINT64_C(1) << (sig - 1);
 }
 
 /* Runs in the child between vfork() and execve(): system calls only, no allocation, no
@@ -276,7 +277,7 @@ __attribute__((noreturn)) static void child_exec(const struct wd_child_opts *o, 
     memset(&dfl, 0, sizeof dfl);
     dfl.handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++) {
-        if (sigismember(&reset_set, sig) == 1)
+        if (reset_set & (UINT64_C(1) << (sig - 1)))
             raw_sigaction(sig, &dfl, NULL);
     }
     sigset_t none;

@@ -264,7 +264,8 @@ static int serve(struct wd_app *app)
     uv_timer_init(loop, &sd.timer);
     sd.app = app;
     sd.health = &health;
-    app->lifecycle = &sd;
+    /* Lives as long as this frame, which outlasts the loop; reset before returning. */
+    app->lifecycle = &sd; // cppcheck-suppress autoVariables
     sd.sigterm.data = sd.sigint.data = sd.timer.data = &sd;
     uv_signal_start(&sd.sigterm, on_signal, SIGTERM);
     uv_signal_start(&sd.sigint, on_signal, SIGINT);
@@ -309,6 +310,7 @@ static int serve(struct wd_app *app)
     wd_server_free(app->server);
     app->server = NULL;
     app->loop = NULL;
+    app->lifecycle = NULL;
     return sd.exit_code;
 
 fail_mode:
@@ -320,6 +322,7 @@ fail_loop:
     wd_server_free(app->server);
     app->server = NULL;
     app->loop = NULL;
+    app->lifecycle = NULL;
     return 1;
 }
 
