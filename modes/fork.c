@@ -751,8 +751,10 @@ static int job_spawn(struct fork_job *job)
         uv_read_start((uv_stream_t *)&job->p_out, on_out_alloc_buffered, on_out_read_buffered);
     if (!merge)
         uv_read_start((uv_stream_t *)&job->p_err, on_err_alloc, on_err_read);
-    if (cfg->exec_timeout_ms > 0)
+    if (cfg->exec_timeout_ms > 0) {
+        uv_update_time(st->app->loop); /* the deadline counts from now, not the loop's last tick */
         uv_timer_start(&job->timer, on_timer, cfg->exec_timeout_ms, 0);
+    }
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {

@@ -467,8 +467,10 @@ def test_metrics_exact_values(wd):
     for lbl in counts:
         assert list(buckets_of(e, hist, **dict(lbl))) == BUCKETS, dict(lbl)
     b504 = buckets_of(e, hist, code="504", method="post")
-    assert b504[0.5] == 0 and b504[1] == 0 and b504[2.5] == 1, f"504 after 1 s: {b504}"
-    assert 1.0 <= e.get(hist + "_sum", code="504", method="post") < 1.8
+    # exec_timeout=1s: libuv timers have millisecond resolution, so the 504 may land a hair
+    # under 1.0 s; what matters is that it is not early by any real amount.
+    assert b504[0.5] == 0 and b504[2.5] == 1, f"504 after about 1 s: {b504}"
+    assert 0.99 <= e.get(hist + "_sum", code="504", method="post") < 1.8
     b429 = buckets_of(e, hist, code="429", method="get")
     assert b429[0.25] == 1, f"an immediate 429 took long: {b429}"
     assert list(buckets_of(e, "fwatchdog_queue_wait_seconds", mode="streaming")) == BUCKETS
