@@ -4,7 +4,9 @@
 #include "mode.h"
 
 extern const struct wd_mode wd_mode_fork;
+extern const struct wd_mode wd_mode_static;
 
+/* clang-format off */
 static const struct {
     const char *name; /* value of the `mode` setting */
     const struct wd_mode *mode;
@@ -12,7 +14,9 @@ static const struct {
     {"classic", &wd_mode_fork},
     {"serializing", &wd_mode_fork},
     {"streaming", &wd_mode_fork},
+    {"static", &wd_mode_static},
 };
+/* clang-format on */
 
 const struct wd_mode *wd_mode_find(const char *name)
 {
