@@ -4,6 +4,7 @@
 #include "mode.h"
 
 extern const struct wd_mode wd_mode_fork;
+extern const struct wd_mode wd_mode_http;
 extern const struct wd_mode wd_mode_static;
 
 /* clang-format off */
@@ -14,6 +15,7 @@ static const struct {
     {"classic", &wd_mode_fork},
     {"serializing", &wd_mode_fork},
     {"streaming", &wd_mode_fork},
+    {"http", &wd_mode_http},
     {"static", &wd_mode_static},
 };
 /* clang-format on */

@@ -11,6 +11,7 @@
  * piece at a time, and reading stops while wd_res_write reports a deep socket queue. Path
  * lookups run on the threadpool too, so the loop never waits for a disk.
  * It never touches a socket: it talks to the server through mode.h only. */
+#include "cgi.h"
 #include "mode.h"
 
 #include <errno.h>
@@ -130,43 +131,20 @@ static const char *content_type(const char *name)
     return "application/octet-stream";
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode `path` and turn it into a lookup path relative to the root ("." for the root),
  * dropping empty and `.` segments. Returns 0, 400 (bad escape) or 404 (NUL byte, a `..`
  * segment, too long). Segments are checked after decoding, so `%2e%2e` and `%2f` gain nothing. */
 static int clean_path(const char *path, char *rel, size_t cap, bool *want_dir, bool *is_index)
 {
     char dec[PATH_MAX];
-    size_t n = 0;
     if (path[0] != '/')
         return 404;
-    for (const char *p = path; *p != '\0'; p++) {
-        int c = (unsigned char)*p;
-        if (c == '%') {
-            int hi = hexval(p[1]);
-            int lo = hi < 0 ? -1 : hexval(p[2]);
-            if (hi < 0 || lo < 0)
-                return 400;
-            c = hi * 16 + lo;
-            p += 2;
-            if (c == 0)
-                return 404;
-        }
-        if (n + 1 >= sizeof dec)
-            return 404;
-        dec[n++] = (char)c;
-    }
-    dec[n] = '\0';
+    int rc = wd_cgi_decode_path(dec, sizeof dec, path); /* refuses %00 and bad escapes */
+    if (rc == UV_ENOBUFS || (rc < 0 && strstr(path, "%00") != NULL))
+        return 404;
+    if (rc < 0)
+        return 400;
+    size_t n = strlen(dec);
     *want_dir = dec[n - 1] == '/';
     *is_index = n >= 11 && strcmp(dec + n - 11, "/index.html") == 0;
     size_t o = 0;

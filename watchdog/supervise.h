@@ -1,0 +1,36 @@
+/* supervise.h: one long-running handler process (the warm upstream of mode http), started
+ * once, probed until ready, restarted by restart_policy, stopped at shutdown.
+ *
+ * The supervisor owns the process, its output pipes (relayed line by line: stdout to fd 1,
+ * stderr to fd 2) and its timers. It reports readiness to main.c with wd_app_set_ready. The
+ * readiness check itself belongs to the caller (a TCP connect, an HTTP GET): the supervisor
+ * calls `probe` every 20 ms while the process runs and is not ready, and the caller answers
+ * each call, once, with wd_supervise_probe_done(). All functions run on the loop thread. */
+#ifndef WD_SUPERVISE_H
+#define WD_SUPERVISE_H
+
+#include "wd.h"
+
+struct wd_supervise; /* opaque */
+
+struct wd_supervise_opts {
+    struct wd_app *app;
+    /* Start one readiness check; answer with wd_supervise_probe_done(). */
+    void (*probe)(void *arg);
+    /* The upstream became ready (is_up) or went down. is_final: it will not come back
+     * (restart_policy never / on-failure after a clean exit, or shutdown). */
+    void (*on_state)(void *arg, bool is_up, bool is_final);
+    void *arg;
+};
+
+/* Spawn the process. Returns 0 or < 0 (the error is logged). */
+int wd_supervise_start(struct wd_supervise **out, const struct wd_supervise_opts *o);
+void wd_supervise_probe_done(struct wd_supervise *sv, bool is_ok);
+bool wd_supervise_is_ready(const struct wd_supervise *sv);
+/* True once the upstream will not be started again. */
+bool wd_supervise_is_final(const struct wd_supervise *sv);
+/* SIGTERM to the process group, SIGKILL after shutdown_grace, wait for the exit, close the
+ * pipes and timers, free sv, then done(arg). */
+void wd_supervise_stop(struct wd_supervise *sv, wd_done_cb done, void *arg);
+
+#endif
