@@ -43,6 +43,10 @@ struct wd_mode {
     void (*on_end)(struct wd_req *req);
     void (*on_drain)(struct wd_req *req); /* may be NULL */
     void (*on_abort)(struct wd_req *req);
+    /* After the mode answered 101 (wd_res_start), the connection is a raw tunnel: client bytes
+     * arrive here (borrowed), wd_res_write sends raw bytes, wd_req_pause/resume apply, no
+     * timeout runs, client EOF is on_abort, wd_res_end closes. NULL: a 101 is not a tunnel. */
+    void (*on_tunnel)(struct wd_req *req, const char *at, size_t len);
     void (*stop)(void *state, wd_done_cb done, void *arg); /* kill, close, free, then done */
 };
 

@@ -45,6 +45,7 @@ struct conn {
     bool awaiting_flush; /* request done, answer still queued: idle time starts when flushed */
     bool in_feed, is_closing, is_shutting;
     bool is_metrics; /* accepted on the metrics listener: only /metrics is served */
+    bool is_tunnel;  /* a 101 went out: raw bytes both ways until either side closes */
     char peer[48];   /* client address, copied into each request */
     bool is_queued;  /* waiting for a max_inflight slot (FIFO) */
     struct conn *qnext;
@@ -97,6 +98,8 @@ void wd_conn_maybe_complete(struct conn *c); /* request done both ways: log, nex
 void wd_conn_start_idle(struct conn *c);     /* keep-alive wait under read_timeout */
 void wd_conn_next(struct conn *c);           /* go on with pipelined bytes, then the socket */
 void wd_conn_log_request(struct conn *c);    /* metrics and the request log line */
+
+void wd_conn_start_tunnel(struct conn *c); /* after a 101: pending bytes, then the socket */
 
 /* response.c */
 const char *wd_conn_reason_phrase(int status);

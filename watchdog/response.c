@@ -166,6 +166,13 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
     bool http10 = head->http_major == 1 && head->http_minor == 0;
     c->res_no_body = req->is_head || status == 204 || status == 304 || status < 200;
     c->res_chunked = false;
+    if (status == 101 && c->srv->app->mode->on_tunnel != NULL) {
+        /* RFC 9110 15.2.2: after 101 the connection speaks the upgraded protocol; the mode
+         * relays it raw (no framing, no timeouts) until either side closes. */
+        c->is_tunnel = true;
+        c->res_no_body = false;
+        c->keep_alive = false;
+    }
 
     size_t cap = 256 + sizeof c->req.call_id;
     for (size_t i = 0; i < n; i++)
@@ -206,7 +213,7 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
     } else {
         c->keep_alive = false; /* HTTP/1.0: the end of the body is the end of the connection */
     }
-    if (!c->keep_alive)
+    if (!c->keep_alive && !c->is_tunnel)
         len += (size_t)snprintf(buf + len, cap - len, "Connection: close\r\n");
     else if (http10)
         len += (size_t)snprintf(buf + len, cap - len, "Connection: keep-alive\r\n");
@@ -215,6 +222,8 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
     int rc = wd_conn_write_str(c, buf, len);
     if (buf != stackbuf)
         free(buf);
+    if (rc == 0 && c->is_tunnel)
+        wd_conn_start_tunnel(c);
     return rc;
 }
 

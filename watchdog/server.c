@@ -413,8 +413,49 @@ static void conn_bad_request(struct conn *c)
     wd_conn_end_and_close(c);
 }
 
+static void on_tunnel_pending(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    char *p = c->pending;
+    size_t n = c->pending_len;
+    c->pending = NULL;
+    c->pending_len = 0;
+    if (n > 0 && c->mode_attached)
+        c->srv->app->mode->on_tunnel(&c->req, p, n);
+    free(p);
+}
+
+/* Called from wd_res_start(101), i.e. from inside the mode: the bytes the client sent after
+ * the upgrade request are handed over on the next loop turn, then the socket's as they come. */
+void wd_conn_start_tunnel(struct conn *c)
+{
+    uv_timer_stop(&c->write_timer);
+    uv_timer_stop(&c->read_timer);
+    if (c->pending_len > 0)
+        uv_timer_start(&c->read_timer, on_tunnel_pending, 0, 0);
+    c->paused_by_pending = false;
+    wd_conn_update_reading(c);
+}
+
 static void conn_feed(struct conn *c, const char *data, size_t len)
 {
+    if (c->is_tunnel) {
+        if (c->pending_len > 0 || uv_is_active((uv_handle_t *)&c->read_timer)) {
+            /* keep the order: older pending bytes go first */
+            char *p = realloc(c->pending, c->pending_len + len);
+            if (p == NULL) {
+                wd_conn_close(c);
+                return;
+            }
+            memcpy(p + c->pending_len, data, len);
+            c->pending = p;
+            c->pending_len += len;
+            return;
+        }
+        if (c->mode_attached)
+            c->srv->app->mode->on_tunnel(&c->req, data, len);
+        return;
+    }
     c->in_feed = true;
     while (len > 0 && !c->is_closing && !c->is_shutting) {
         if (c->parser_stopped || c->paused_by_flush) {
