@@ -3,6 +3,9 @@
  * request's deadline), take a kept-alive connection from a small pool or connect, send the
  * request head and stream the body (with back-pressure), parse the response with llhttp and
  * stream it back (with back-pressure). exec_timeout, lowered by X-Timeout, bounds each request.
+ * An Upgrade request (WebSocket) goes out on a fresh connection with its Connection/Upgrade
+ * fields; a 101 answer turns both connections into a raw tunnel, relayed until either side
+ * closes (exec_timeout bounds only the wait for the 101).
  *
  * It talks to the server through mode.h only and never creates processes itself. Differences
  * from of-watchdog are listed in README.md (## Mode http). */
@@ -46,6 +49,7 @@ struct upconn {
     bool got_bytes;      /* a byte of the current response arrived */
     bool is_msg_done;    /* on_message_complete ran for the current response */
     bool is_interim;     /* a 1xx response is being skipped */
+    bool is_tunnel;      /* the upstream answered 101: raw bytes both ways, never pooled */
     bool in_field;       /* response header parsing state */
     size_t value_off;    /* offset of the current header value in job->rhead */
     size_t write_queued; /* bytes handed to uv_write, not yet written */
@@ -62,6 +66,8 @@ struct job {
     uv_timer_t timer; /* the deadline */
     bool timer_open, is_waiting, head_sent, body_ended, body_sent, is_chunked, is_buffered;
     bool has_cl, is_head, retried, paused_client;
+    bool is_upgrade; /* the client asked for an Upgrade: forwarded, fresh connection */
+    bool is_tunnel;  /* the 101 went to the client: on_tunnel relays */
     int64_t content_length;
     uint64_t timeout_ms; /* the request's exec budget; 0 = none */
     struct wd_buf head;  /* request head without the framing line and final CRLF */
@@ -98,6 +104,7 @@ struct http_state {
 };
 
 static void job_maybe_free(struct job *job);
+static void tunnel_end(struct job *job);
 static void job_connect(struct job *job);
 static void conn_close(struct upconn *uc);
 static void stop_maybe_done(struct http_state *st);
@@ -461,6 +468,10 @@ static void on_up_written(uv_write_t *w, int status)
     if (job == NULL || uc->is_closing)
         return;
     if (status < 0) {
+        if (job->is_tunnel) {
+            tunnel_end(job);
+            return;
+        }
         /* The read side reports the reset; a write error alone means the same. */
         if (!uc->got_bytes)
             job_fail(job, 502, "upstream connection failed\n", uv_strerror(status), false);
@@ -637,7 +648,7 @@ static void job_connect(struct job *job)
         job_wait(job);
         return;
     }
-    for (struct upconn *uc = st->conns; uc != NULL; uc = uc->next) {
+    for (struct upconn *uc = st->conns; uc != NULL && !job->is_upgrade; uc = uc->next) {
         if (uc->is_idle && !uc->is_closing) {
             uc->is_idle = false;
             st->nidle--;
@@ -728,6 +739,9 @@ static int on_r_headers_done(llhttp_t *p)
         job->nrh = 0;
         return 0;
     }
+    bool switching = status == 101;
+    if (switching && (!job->is_upgrade || !p->upgrade))
+        return -1; /* a 101 nobody asked for, or without Connection/Upgrade: 502 */
     struct wd_req *req = job->req;
     job->head_seconds = (double)(uv_hrtime() - req->start_ns) / 1e9;
     const char *connection = NULL;
@@ -745,8 +759,9 @@ static int on_r_headers_done(llhttp_t *p)
     s = job->rhead.data;
     for (size_t i = 0; i < job->nrh; i++) {
         const char *v = s + strlen(s) + 1;
-        if (!is_hop(s, connection) && !name_is(s, "Date") && !name_is(s, "X-Call-Id") &&
-            !name_is(s, "X-Duration-Seconds"))
+        bool keep = switching && (name_is(s, "Connection") || name_is(s, "Upgrade"));
+        if (keep || (!is_hop(s, connection) && !name_is(s, "Date") && !name_is(s, "X-Call-Id") &&
+                     !name_is(s, "X-Duration-Seconds")))
             h[n++] = (struct wd_header){s, v};
         s = v + strlen(v) + 1;
     }
@@ -756,10 +771,18 @@ static int on_r_headers_done(llhttp_t *p)
     int64_t cl = -1;
     if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED))
         cl = (int64_t)p->content_length;
+    if (switching) {
+        /* the tunnel lives as long as both ends do: exec_timeout only bounded the wait */
+        uc->is_tunnel = true;
+        uv_timer_stop(&job->timer);
+        cl = -1;
+    }
     int rc = wd_res_start(req, status, h, n, cl);
     free(h);
     if (rc < 0)
         return HPE_PAUSED;
+    if (switching)
+        job->is_tunnel = true;
     return job->is_head ? 1 : 0; /* HEAD: no body follows */
 }
 
@@ -784,6 +807,8 @@ static int on_r_message_done(llhttp_t *p)
         uc->is_interim = false;
         return 0;
     }
+    if (uc->is_tunnel)
+        return 0; /* llhttp stops with HPE_PAUSED_UPGRADE: the rest is tunnel data */
     uc->is_msg_done = true;
     return HPE_PAUSED;
 }
@@ -793,12 +818,58 @@ static void response_done(struct upconn *uc, bool is_clean)
     struct job *job = uc->job;
     struct wd_req *req = job->req;
     bool reuse = is_clean && job->head_sent && job->body_ended && !job->is_waiting &&
-                 llhttp_should_keep_alive(&uc->parser) && uc->write_queued == 0;
+                 !job->is_upgrade && !uc->is_tunnel && llhttp_should_keep_alive(&uc->parser) &&
+                 uc->write_queued == 0;
     job->req = NULL;
     job_detach_conn(job, reuse);
     if (req != NULL)
         wd_res_end(req);
     job_maybe_free(job);
+}
+
+/* ---- tunnel (after a 101) ------------------------------------------------------------ */
+
+/* Either side closed: the upstream connection goes, the client's closes after its flush. */
+static void tunnel_end(struct job *job)
+{
+    struct wd_req *req = job->req;
+    job->req = NULL;
+    if (job->uc != NULL)
+        job_detach_conn(job, false);
+    if (req != NULL)
+        wd_res_end(req);
+    job_maybe_free(job);
+}
+
+/* Upstream bytes to the client; the upstream is not read while the client's queue is deep. */
+static void tunnel_to_client(struct upconn *uc, const char *at, size_t len)
+{
+    struct job *job = uc->job;
+    if (len == 0)
+        return;
+    int rc = wd_res_write(job->req, at, len);
+    if (uc->is_closing)
+        return; /* the client went away meanwhile: on_abort closed the upstream */
+    if (rc < 0)
+        tunnel_end(job);
+    else if (rc == 1)
+        conn_read(uc, false); /* on_drain reads again */
+}
+
+static void on_tunnel(struct wd_req *req, const char *at, size_t len)
+{
+    struct job *job = req->mode_data;
+    if (job == NULL || job->req != req || job->uc == NULL || !job->is_tunnel)
+        return;
+    int rc = conn_write(job->uc, at, len, NULL, 0, NULL, 0);
+    if (rc < 0) {
+        tunnel_end(job);
+        return;
+    }
+    if (job->uc->write_queued > BODY_HIGH && !job->paused_client) {
+        job->paused_client = true;
+        wd_req_pause(req); /* on_up_written resumes below BODY_LOW */
+    }
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -809,6 +880,13 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     struct job *job = uc->job;
     if (job == NULL) {
         conn_close(uc); /* idle: the upstream closed it, or sent bytes nobody asked for */
+        return;
+    }
+    if (job->is_tunnel) {
+        if (n < 0)
+            tunnel_end(job); /* upstream EOF or reset: the client gets EOF after the flush */
+        else
+            tunnel_to_client(uc, buf->base, (size_t)n);
         return;
     }
     if (n < 0) {
@@ -830,6 +908,13 @@ static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     llhttp_errno_t err = llhttp_execute(&uc->parser, buf->base, (size_t)n);
     if (uc->is_closing || uc->job != job)
         return;
+    if (err == HPE_PAUSED_UPGRADE && job->is_tunnel) {
+        /* bytes after the 101 head in this read are already tunnel data */
+        const char *pos = llhttp_get_error_pos(&uc->parser);
+        if (pos != NULL && pos >= buf->base && pos < buf->base + n)
+            tunnel_to_client(uc, pos, (size_t)(buf->base + n - pos));
+        return;
+    }
     if (uc->is_msg_done) {
         bool extra = (size_t)(llhttp_get_error_pos(&uc->parser) - buf->base) < (size_t)n;
         response_done(uc, !extra);
@@ -959,6 +1044,17 @@ static void on_sv_state(void *arg, bool is_up, bool is_final)
 
 /* ---- the mode interface -------------------------------------------------------------- */
 
+/* RFC 9110 7.8: `Connection: upgrade` plus a non-empty Upgrade on an HTTP/1.1 request without a
+ * body (the tunnel would start after it); anything else is proxied as a plain request. */
+static bool wants_upgrade(const struct wd_http1_head *head)
+{
+    const char *connection = req_header(head, "Connection");
+    const char *upgrade = req_header(head, "Upgrade");
+    return connection != NULL && is_listed(connection, "upgrade") && upgrade != NULL &&
+           upgrade[strspn(upgrade, " \t")] != '\0' && head->http_major == 1 &&
+           head->http_minor >= 1 && head->content_length == 0 && !name_is(head->method, "CONNECT");
+}
+
 static int build_head(struct job *job)
 {
     struct http_state *st = job->st;
@@ -989,6 +1085,10 @@ static int build_head(struct job *job)
             name_is(n, "Expect"))
             continue;
         rc |= buf_hdr(b, n, v);
+    }
+    if (job->is_upgrade) {
+        rc |= buf_hdr(b, "Connection", "Upgrade");
+        rc |= buf_hdr(b, "Upgrade", req_header(head, "Upgrade"));
     }
     if (head->host[0] == '\0')
         rc |= buf_hdr(b, "Host", st->hostport);
@@ -1026,6 +1126,7 @@ static void on_headers(void *state, struct wd_req *req)
     job->content_length = req->head->content_length;
     job->is_buffered = st->cfg->buffer_http;
     job->is_chunked = !job->is_buffered && job->content_length < 0;
+    job->is_upgrade = wants_upgrade(req->head);
     uv_timer_init(st->app->loop, &job->timer);
     job->timer.data = job;
     job->timer_open = true;
@@ -1190,5 +1291,6 @@ const struct wd_mode wd_mode_http = {
     .on_end = on_end,
     .on_drain = on_drain,
     .on_abort = on_abort,
+    .on_tunnel = on_tunnel,
     .stop = stop,
 };

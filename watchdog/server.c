@@ -740,6 +740,8 @@ void wd_server_drain(struct wd_server *srv, wd_done_cb done, void *arg)
         next = c->next;
         if (c->kind == REQ_NONE && !c->parser_stopped)
             wd_conn_close_after_flush(c); /* idle: whatever answer is still queued goes out */
+        else if (c->is_tunnel)
+            wd_conn_close(c); /* an upgraded connection has no end to wait for */
     }
     if (srv->nconns == 0 && srv->drain_done != NULL) {
         srv->drain_done = NULL;
