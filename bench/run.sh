@@ -3,7 +3,10 @@
 # FWATCHDOG and RAWSPAWN to absolute paths. Everything runs on 127.0.0.1; every watchdog started
 # here gets SIGTERM (then SIGKILL after 5 s) on exit, including on errors and Ctrl-C.
 # Knobs: BENCH_DURATION (wrk and rawspawn seconds, 5), BENCH_STARTS (exec-to-ready starts, 20),
-# BENCH_ECHO_MIB (streaming echo size, 256), BENCH_OVH_DURATION (each overhead wrk run, BENCH_DURATION).
+# BENCH_ECHO_MIB (streaming echo size, 256), BENCH_OVH_DURATION (each overhead wrk run, BENCH_DURATION),
+# BENCH_NGINX_DURATION (each wrk run of the mode http / mode static comparison with nginx, 4).
+# The nginx baseline is a test instance of its own (bench/nginx.conf.in, in a temp dir, as nobody
+# when run as root), stopped with SIGQUIT (SIGKILL 5 s later) on exit like the watchdogs.
 # Every watchdog's stderr (one line per request) goes to a file, so it can never block on a full
 # pipe; exec-to-ready reads its pipe until the port line and drains it at exit.
 set -u -o pipefail
@@ -14,6 +17,7 @@ DURATION=${BENCH_DURATION:-5}
 STARTS=${BENCH_STARTS:-20}
 ECHO_MIB=${BENCH_ECHO_MIB:-256}
 OVH_DURATION=${BENCH_OVH_DURATION:-$DURATION}
+NGX_DURATION=${BENCH_NGINX_DURATION:-4}
 CONNS=8
 THREADS=2
 PAYLOAD=64
@@ -29,6 +33,10 @@ WD_LOG=
 WRK_PID=    # a wrk running in the background, if any
 START_QUIET=0 # 1: start_wd leaves its failure in START_ERR instead of reporting it
 START_ERR=
+NGX_DIR=    # the nginx test instance's temp dir, once made
+NGX_PID=    # the nginx test instance, while it runs
+NGX_PORT=
+NGX_RC=0
 
 note_fail() {
     FAILS+=("$*")
@@ -62,12 +70,33 @@ stop_wd() {
     PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
+# SIGQUIT (graceful) to the nginx test instance, wait up to 5 s, then SIGKILL; reap. Sets NGX_RC.
+stop_nginx() {
+    local i
+    NGX_RC=0
+    [ -n "$NGX_PID" ] || return 0
+    kill -QUIT "$NGX_PID" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        is_live "$NGX_PID" || break
+        sleep 0.05
+    done
+    if is_live "$NGX_PID"; then
+        echo "bench: nginx $NGX_PID still alive 5 s after SIGQUIT: SIGKILL" >&2
+        kill -KILL "$NGX_PID" 2>/dev/null
+    fi
+    wait "$NGX_PID" 2>/dev/null
+    NGX_RC=$?
+    NGX_PID=
+}
+
 # shellcheck disable=SC2317 # called through trap
 cleanup() {
     local pid
     [ -n "$WRK_PID" ] && kill -TERM "$WRK_PID" 2>/dev/null && wait "$WRK_PID" 2>/dev/null
     for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_wd "$pid"; done
+    stop_nginx
     rm -rf "$WORK"
+    if [ -n "$NGX_DIR" ]; then rm -rf "$NGX_DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -79,16 +108,19 @@ start_fail() {
     if [ "$START_QUIET" = 1 ]; then START_ERR="$*"; else note_fail "$@"; fi
 }
 
-# start_wd NAME MODE [VAR=VALUE...]: start a watchdog (fprocess=cat, metrics_port=0 unless a
-# VAR=VALUE overrides it) and wait for "Listening on port: N" on its stderr and a 200 from
-# /_/health. Sets WD_PID, WD_PORT, WD_LOG, WD_T0 (ms). Returns 1 on failure.
+# start_wd NAME MODE [VAR=VALUE...]: start a watchdog (fprocess=cat except in mode static,
+# metrics_port=0 unless a VAR=VALUE overrides it) and wait for "Listening on port: N" on its
+# stderr and a 200 from /_/health. Sets WD_PID, WD_PORT, WD_LOG, WD_T0 (ms). Returns 1 on failure.
 start_wd() {
     local name=$1 mode=$2 i port=
+    local -a fp=(fprocess=cat)
     shift 2
+    [ "$mode" = static ] && fp=()
     WD_LOG=$WORK/$name.stderr
+    : >"$WD_LOG" # exists before the first grep below, even if the shell has not opened it yet
     mkdir -p "$WORK/tmp.$name"
     WD_T0=$(now_ms)
-    env -i PATH="$PATH" mode="$mode" fprocess=cat port=0 metrics_port=0 bind_address=127.0.0.1 \
+    env -i PATH="$PATH" mode="$mode" "${fp[@]+"${fp[@]}"}" port=0 metrics_port=0 bind_address=127.0.0.1 \
         TMPDIR="$WORK/tmp.$name" healthcheck_interval=0 "$@" \
         "$FWATCHDOG" </dev/null >"$WORK/$name.stdout" 2>"$WD_LOG" &
     WD_PID=$!
@@ -133,6 +165,32 @@ to_ms() {
         else if (u != "ms") { print "?"; exit }
         printf "%.2f", n }'
 }
+# wrk latency field -> µs, rounded
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000
+        else if (u != "us") { print "?"; exit }
+        printf "%.0f", n }'
+}
+
+# parse_wrk FILE: wrk --latency output -> W_RPS (rounded) W_P50 W_P99 (ms) W_P50_US W_P99_US W_REQS
+# W_NON2XX W_SOCKERR W_ERRS (their sum). Returns 1 (W_RPS=FAILED) when there is no Requests/sec.
+parse_wrk() {
+    local f=$1 rps
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$f")
+    [ -n "$rps" ] || { W_RPS=FAILED; return 1; }
+    W_RPS=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
+    W_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$f")")
+    W_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$f")")
+    W_P50_US=$(to_us "$(awk '$1 == "50%" { print $2 }' "$f")")
+    W_P99_US=$(to_us "$(awk '$1 == "99%" { print $2 }' "$f")")
+    W_REQS=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$f")
+    W_NON2XX=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$f")
+    W_SOCKERR=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$f")
+    W_NON2XX=${W_NON2XX:-0} W_SOCKERR=${W_SOCKERR:-0}
+    W_ERRS=$((W_NON2XX + W_SOCKERR))
+}
 
 # ---------------------------------------------------------------------------------------------
 command -v wrk >/dev/null || {
@@ -143,6 +201,14 @@ command -v wrk >/dev/null || {
     command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install wrk" >&2; exit 1; }
 }
 command -v curl >/dev/null || { echo "bench: curl missing: apt-get install curl" >&2; exit 1; }
+# nginx: the baseline of the mode http / mode static rows; without it those rows are FAILED.
+NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; })
+if [ -z "$NGINX" ] && [ "$(id -u)" = 0 ]; then
+    echo "bench: installing nginx-light" >&2
+    (apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }) >/dev/null 2>&1
+    NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; })
+fi
 [ -x "$FWATCHDOG" ] || { echo "bench: $FWATCHDOG is not executable (run make first)" >&2; exit 1; }
 [ -x "$RAWSPAWN" ] || { echo "bench: $RAWSPAWN is not executable" >&2; exit 1; }
 
@@ -182,7 +248,7 @@ fi
 # the watchdog. Sets W_RPS W_P50 W_P99 W_ERRS W_REQS W_HWM W_SCRAPE_MS; returns 1 when there is no
 # wrk result. Every failure is reported here.
 run_load() {
-    local name=$1 secs=$2 mport=${3:-} code wrc rps non2xx sockerr
+    local name=$1 secs=$2 mport=${3:-} code wrc
     W_RPS=FAILED W_P50=- W_P99=- W_ERRS=- W_REQS='' W_HWM=- W_SCRAPE_MS=-
     # One checked request first, so a broken watchdog is reported with what it answered.
     code=$(curl -sS -m 5 -o "$WORK/$name.body" -w '%{http_code}' -H 'Content-Type: text/plain' \
@@ -217,20 +283,13 @@ run_load() {
     is_live "$WD_PID" || note_fail "$name: watchdog died during wrk; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
     stop_wd "$WD_PID"
     [ "$STOP_RC" = 0 ] || note_fail "$name: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$WORK/$name.wrk")
-    if [ "$wrc" != 0 ] || [ -z "$rps" ]; then
+    if ! parse_wrk "$WORK/$name.wrk" || [ "$wrc" != 0 ]; then
+        W_RPS=FAILED W_P50=- W_P99=- W_ERRS=-
         note_fail "$name: wrk exit $wrc: $(tail -n 3 "$WORK/$name.wrk" | tr '\n' ' ')"
         return 1
     fi
-    W_RPS=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
-    W_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$WORK/$name.wrk")")
-    W_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$WORK/$name.wrk")")
-    W_REQS=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$WORK/$name.wrk")
-    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$WORK/$name.wrk")
-    sockerr=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$WORK/$name.wrk")
-    W_ERRS=$((${non2xx:-0} + ${sockerr:-0}))
     if [ "$W_ERRS" != 0 ]; then
-        note_fail "$name: wrk saw ${non2xx:-0} non-2xx responses and ${sockerr:-0} socket errors; watchdog stderr: $(grep -m3 -vE 'Listening|Version|Watchdog mode|Timeouts|lock-file| - 200 - |"status":200' "$WD_LOG" | tr '\n' ' ')"
+        note_fail "$name: wrk saw $W_NON2XX non-2xx responses and $W_SOCKERR socket errors; watchdog stderr: $(grep -m3 -vE 'Listening|Version|Watchdog mode|Timeouts|lock-file| - 200 - |"status":200' "$WD_LOG" | tr '\n' ' ')"
     fi
     return 0
 }
@@ -390,6 +449,117 @@ elif start_wd echo streaming; then
     fi
 fi
 
+# 5. mode http and mode static against nginx (bench/nginx.conf.in). GET only, wrk -d$NGX_DURATION;
+# each pair of targets runs interleaved (baseline, watchdog, baseline, watchdog), best run kept.
+NGX_TEMPLATE=$(dirname "${BASH_SOURCE[0]}")/nginx.conf.in
+NGX_KEYS=(http-direct http-wd static-nginx static-wd)
+declare -A G_RPS G_P99 G_P50US G_ERRS G_ALL G_HWM
+for k in "${NGX_KEYS[@]}"; do
+    G_RPS[$k]=FAILED G_P99[$k]='' G_P50US[$k]='' G_ERRS[$k]=- G_ALL[$k]='' G_HWM[$k]=-
+done
+
+# start_nginx: the test instance in $NGX_DIR on a free loopback port (another one, up to 3 tries,
+# if it was taken meanwhile), as nobody when run as root; ready once GET / answers 200 "ok\n".
+# Sets NGX_PID and NGX_PORT; returns 1 on failure (reported).
+start_nginx() {
+    local try i code as=() why=
+    if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+        as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+        chown 65534:65534 "$NGX_DIR"
+    fi
+    for try in 1 2 3; do
+        NGX_PORT=$(free_port) || { why="no free loopback port"; break; }
+        sed -e "s|@DIR@|$NGX_DIR|g" -e "s|@PORT@|$NGX_PORT|g" "$NGX_TEMPLATE" >"$NGX_DIR/nginx.conf"
+        "${as[@]+"${as[@]}"}" "$NGINX" -p "$NGX_DIR/" -c "$NGX_DIR/nginx.conf" -e "$NGX_DIR/error.log" \
+            </dev/null >"$NGX_DIR/nginx.out" 2>&1 &
+        NGX_PID=$!
+        for ((i = 0; i < 200; i++)); do
+            code=$(curl -s -o "$NGX_DIR/probe" -m 1 -w '%{http_code}' "http://127.0.0.1:$NGX_PORT/")
+            if [ "$code" = 200 ] && cmp -s "$WORK/ok.txt" "$NGX_DIR/probe"; then return 0; fi
+            is_live "$NGX_PID" || break
+            sleep 0.025
+        done
+        why="try $try: GET / answered $code; $(tail -n 2 "$NGX_DIR/error.log" "$NGX_DIR/nginx.out" 2>/dev/null | tr '\n' ' ')"
+        stop_nginx
+    done
+    note_fail "nginx: not ready on 127.0.0.1: $why"
+    return 1
+}
+
+# check_get NAME URL FILE: one GET must answer 200 with FILE's bytes as body (reported if not).
+check_get() {
+    local code
+    code=$(curl -sS -m 5 -o "$WORK/$1.body" -w '%{http_code}' "$2" 2>"$WORK/$1.curl")
+    [ "$code" = 200 ] && cmp -s "$3" "$WORK/$1.body" && return 0
+    note_fail "$1: GET $2: HTTP $code, body $(head -c 120 "$WORK/$1.body" | tr -c '[:print:]' '.') (want 200 and the $(wc -c <"$3") bytes of $(basename "$3")) $(cat "$WORK/$1.curl")"
+    return 1
+}
+
+# get_run KEY URL: one wrk GET run; keeps the better run (more req/s) of KEY in G_*.
+get_run() {
+    local key=$1 url=$2 name=$1-$((${#G_ALL[$1]} > 0 ? 2 : 1)) wrc
+    wrk -t"$THREADS" -c"$CONNS" -d"${NGX_DURATION}s" --latency "$url" >"$WORK/$name.wrk" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID"
+    wrc=$?
+    WRK_PID=
+    if ! parse_wrk "$WORK/$name.wrk" || [ "$wrc" != 0 ]; then
+        note_fail "$name: wrk GET $url: exit $wrc: $(tail -n 3 "$WORK/$name.wrk" | tr '\n' ' ')"
+        G_ALL[$key]+="${G_ALL[$key]:+ / }FAILED"
+        return 1
+    fi
+    [ "$W_ERRS" = 0 ] || note_fail "$name: wrk GET $url saw $W_NON2XX non-2xx responses and $W_SOCKERR socket errors"
+    G_ALL[$key]+="${G_ALL[$key]:+ / }$W_RPS"
+    if [ "${G_RPS[$key]}" = FAILED ] || [ "$W_RPS" -gt "${G_RPS[$key]}" ]; then
+        G_RPS[$key]=$W_RPS G_P99[$key]=$W_P99_US G_P50US[$key]=$W_P50_US G_ERRS[$key]=$W_ERRS
+    fi
+}
+
+# compare BASE_KEY BASE_URL WD_KEY WD_URL: on the watchdog WD_PID just started, check both
+# targets, run them interleaved twice, record the watchdog's VmHWM and stop it.
+compare() {
+    local bkey=$1 burl=$2 wkey=$3 wurl=$4 expect=$5 round
+    if check_get "$bkey" "$burl" "$expect" && check_get "$wkey" "$wurl" "$expect"; then
+        for round in 1 2; do
+            get_run "$bkey" "$burl"
+            get_run "$wkey" "$wurl"
+        done
+        G_HWM[$wkey]=$(kib_to_mib "$(status_kib "$WD_PID" VmHWM)")
+    fi
+    is_live "$WD_PID" || note_fail "$wkey: watchdog died; stderr: $(tail -n 3 "$WD_LOG" | tr '\n' ' ')"
+    stop_wd "$WD_PID"
+    [ "$STOP_RC" = 0 ] || note_fail "$wkey: watchdog exit status $STOP_RC after SIGTERM (expected 0)"
+}
+
+echo "bench: mode http and mode static vs nginx: wrk -t$THREADS -c$CONNS -d${NGX_DURATION}s GET x 8" >&2
+printf 'ok\n' >"$WORK/ok.txt"
+if [ -z "$NGINX" ]; then
+    note_fail "nginx missing (apt-get install nginx-light): no mode http / mode static rows"
+elif [ ! -r "$NGX_TEMPLATE" ]; then
+    note_fail "nginx: $NGX_TEMPLATE missing"
+elif ! NGX_DIR=$(mktemp -d /tmp/fwatchdog-bench-nginx.XXXXXX); then
+    note_fail "nginx: mktemp failed"
+else
+    # The static file: 64 lines of 64 bytes, in a directory that nobody (nginx) can read too.
+    chmod 755 "$NGX_DIR"
+    mkdir -m 755 "$NGX_DIR/www"
+    awk 'BEGIN { for (i = 0; i < 64; i++) printf "%063d\n", i }' >"$NGX_DIR/www/4k.txt"
+    chmod 644 "$NGX_DIR/www/4k.txt"
+    if start_nginx; then
+        if start_wd http-wd http "fprocess=sleep 1000000" "upstream_url=http://127.0.0.1:$NGX_PORT" \
+            shutdown_grace=1s; then
+            compare http-direct "http://127.0.0.1:$NGX_PORT/" http-wd "http://127.0.0.1:$WD_PORT/" "$WORK/ok.txt"
+        fi
+        if start_wd static-wd static static_path="$NGX_DIR/www"; then
+            compare static-nginx "http://127.0.0.1:$NGX_PORT/4k.txt" static-wd \
+                "http://127.0.0.1:$WD_PORT/4k.txt" "$NGX_DIR/www/4k.txt"
+        fi
+        is_live "$NGX_PID" || note_fail "nginx died during the runs: $(tail -n 2 "$NGX_DIR/error.log" | tr '\n' ' ')"
+        stop_nginx
+        [ "$NGX_RC" = 0 ] || note_fail "nginx: exit status $NGX_RC after SIGQUIT (expected 0)"
+    fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 ratio() { # watchdog rate / raw rate
     awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'
@@ -439,6 +609,32 @@ for c in "${OVH_CONFIGS[@]}"; do
 done
 echo
 echo "Target: (b) and (c) cost no more than 3 % of (a)'s req/s; measured (b) $(overhead "${O_RPS[a]}" "${O_RPS[b]}"), (c) $(overhead "${O_RPS[a]}" "${O_RPS[c]}") (not asserted)."
+
+us3() { [ -n "$1" ] && [ "$1" != "?" ] && awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }' || echo -; }
+added_us() { # p50 µs of the watchdog - p50 µs of the baseline
+    if [ -n "$1" ] && [ -n "$2" ] && [ "$1" != "?" ] && [ "$2" != "?" ]; then echo "$(($1 - $2))"; else echo -; fi
+}
+# nginx_table BASE_KEY BASE_LABEL WD_KEY WD_LABEL AIM_P50_ADDED AIM_RATIO: the two rows, then the
+# issue's aims (printed, not asserted).
+nginx_table() {
+    echo
+    echo "| target | req/s | p50 ms | p99 ms | p50 added µs | errors | req/s of both runs | watchdog/nginx | peak RSS after wrk (MiB) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '| %s | %s | %s | %s | - | %s | %s | 1.00 | - |\n' "$2" "${G_RPS[$1]}" "$(us3 "${G_P50US[$1]}")" \
+        "$(us3 "${G_P99[$1]}")" "${G_ERRS[$1]}" "${G_ALL[$1]:--}"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$4" "${G_RPS[$3]}" "$(us3 "${G_P50US[$3]}")" \
+        "$(us3 "${G_P99[$3]}")" "$(added_us "${G_P50US[$3]}" "${G_P50US[$1]}")" "${G_ERRS[$3]}" \
+        "${G_ALL[$3]:--}" "$(ratio "${G_RPS[$3]}" "${G_RPS[$1]}")" "${G_HWM[$3]}"
+    printf '| *aim (not asserted)* | | | | %s | 0 | | ≥ %s | ≤ 4.0 |\n' "$5" "$6"
+}
+echo
+# shellcheck disable=SC2016 # backquotes are Markdown
+printf '### mode http: GET / of nginx (`return 200 "ok\\n"`), direct and through the watchdog; wrk -t%s -c%s -d%ss, best of 2 interleaved runs\n' \
+    "$THREADS" "$CONNS" "$NGX_DURATION"
+nginx_table http-direct "nginx direct" http-wd "watchdog → nginx" "< 100" 0.50
+echo
+echo "### mode static: GET /4k.txt (4096 bytes), nginx \`root\` vs watchdog \`static_path\`; wrk -t$THREADS -c$CONNS -d${NGX_DURATION}s, best of 2 interleaved runs"
+nginx_table static-nginx "nginx" static-wd "watchdog" "-" 0.80
 if [ "${#FAILS[@]}" -gt 0 ]; then
     echo
     echo "Failures:"
