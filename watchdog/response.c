@@ -9,6 +9,8 @@
 
 #include "conn.h"
 
+/* Go's net/http status texts, so clients see exactly what the Go watchdogs send (a proxied
+ * upstream's own phrase is not relayed, as with Go's ReverseProxy). */
 const char *wd_conn_reason_phrase(int status)
 {
     static const struct {
@@ -16,42 +18,73 @@ const char *wd_conn_reason_phrase(int status)
         const char *text;
     } reasons[] = {
         {100, "Continue"},
+        {101, "Switching Protocols"},
+        {102, "Processing"},
+        {103, "Early Hints"},
         {200, "OK"},
         {201, "Created"},
         {202, "Accepted"},
+        {203, "Non-Authoritative Information"},
         {204, "No Content"},
+        {205, "Reset Content"},
         {206, "Partial Content"},
+        {207, "Multi-Status"},
+        {208, "Already Reported"},
+        {226, "IM Used"},
+        {300, "Multiple Choices"},
         {301, "Moved Permanently"},
         {302, "Found"},
         {303, "See Other"},
         {304, "Not Modified"},
+        {305, "Use Proxy"},
         {307, "Temporary Redirect"},
         {308, "Permanent Redirect"},
         {400, "Bad Request"},
         {401, "Unauthorized"},
+        {402, "Payment Required"},
         {403, "Forbidden"},
         {404, "Not Found"},
         {405, "Method Not Allowed"},
+        {406, "Not Acceptable"},
+        {407, "Proxy Authentication Required"},
         {408, "Request Timeout"},
         {409, "Conflict"},
         {410, "Gone"},
+        {411, "Length Required"},
+        {412, "Precondition Failed"},
         {413, "Request Entity Too Large"},
+        {414, "Request URI Too Long"},
         {415, "Unsupported Media Type"},
         {416, "Requested Range Not Satisfiable"},
+        {417, "Expectation Failed"},
+        {418, "I'm a teapot"},
+        {421, "Misdirected Request"},
         {422, "Unprocessable Entity"},
+        {423, "Locked"},
+        {424, "Failed Dependency"},
+        {425, "Too Early"},
+        {426, "Upgrade Required"},
+        {428, "Precondition Required"},
         {429, "Too Many Requests"},
         {431, "Request Header Fields Too Large"},
+        {451, "Unavailable For Legal Reasons"},
         {500, "Internal Server Error"},
         {501, "Not Implemented"},
         {502, "Bad Gateway"},
         {503, "Service Unavailable"},
         {504, "Gateway Timeout"},
+        {505, "HTTP Version Not Supported"},
+        {506, "Variant Also Negotiates"},
+        {507, "Insufficient Storage"},
+        {508, "Loop Detected"},
+        {510, "Not Extended"},
+        {511, "Network Authentication Required"},
     };
     for (size_t i = 0; i < WD_ARRAY_LEN(reasons); i++) {
         if (reasons[i].code == status)
             return reasons[i].text;
     }
-    return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
+    return NULL; /* Go: "status code N" */
 }
 
 static size_t http_date(char *out, size_t outlen)
@@ -183,8 +216,10 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
         wd_conn_close(c);
         return UV_ENOMEM;
     }
-    size_t len = (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: ", status,
-                                  wd_conn_reason_phrase(status));
+    const char *reason = wd_conn_reason_phrase(status);
+    size_t len =
+        reason ? (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: ", status, reason)
+               : (size_t)snprintf(buf, cap, "HTTP/1.1 %d status code %d\r\nDate: ", status, status);
     len += http_date(buf + len, cap - len);
     buf[len++] = '\r';
     buf[len++] = '\n';

@@ -403,7 +403,7 @@ static void conn_bad_request(struct conn *c)
         c->body_done = true;
         c->keep_alive = false;
         char body[160];
-        snprintf(body, sizeof body, "%s\n", reason ? reason : wd_conn_reason_phrase(status));
+        snprintf(body, sizeof body, "%s\n", reason ? reason : "bad request");
         struct wd_header h[] = {{"Content-Type", "text/plain; charset=utf-8"}};
         if (wd_res_start(&c->req, status, h, 1, (int64_t)strlen(body)) == 0)
             wd_conn_write_str(c, body, strlen(body));
