@@ -46,8 +46,12 @@ struct conn {
     bool in_feed, is_closing, is_shutting;
     bool is_metrics; /* accepted on the metrics listener: only /metrics is served */
     bool is_tunnel;  /* a 101 went out: raw bytes both ways until either side closes */
-    char peer[48];   /* client address, copied into each request */
-    bool is_queued;  /* waiting for a max_inflight slot (FIFO) */
+    bool is_corked;  /* `head` is built but not written: it goes out with the first body
+                        bytes, or at the end of this loop turn (srv->cork), one write less */
+    struct wd_buf head;
+    struct conn *cork_next;
+    char peer[48];  /* client address, copied into each request */
+    bool is_queued; /* waiting for a max_inflight slot (FIFO) */
     struct conn *qnext;
     uint64_t queued_ms;  /* uv_now() when queued */
     struct wd_buf qbody; /* body bytes that arrived while queued */
@@ -72,6 +76,9 @@ struct wd_server {
     size_t qlen;
     uv_timer_t queue_timer; /* expires the queue head; also runs dispatches */
     bool queue_timer_open;
+    uv_check_t cork; /* end of loop turn: writes the heads nothing followed */
+    bool cork_open;
+    struct conn *corked;
     uint64_t id_seed;
     struct conn *conns;
     size_t nconns;
@@ -102,6 +109,8 @@ void wd_conn_log_request(struct conn *c);    /* metrics and the request log line
 void wd_conn_start_tunnel(struct conn *c); /* after a 101: pending bytes, then the socket */
 
 /* response.c */
+void wd_conn_uncork(struct conn *c); /* drop from the cork list (closing) */
+void wd_conn_flush_corked(uv_check_t *h);
 const char *wd_conn_reason_phrase(int status);
 int wd_conn_write(struct conn *c, uv_buf_t *bufs, unsigned int nbufs);
 int wd_conn_write_str(struct conn *c, const char *s, size_t len);

@@ -127,10 +127,23 @@ static void on_write(uv_write_t *w, int status)
 }
 
 /* Queue bytes on the socket: written at once when the socket takes them, else copied. */
-int wd_conn_write(struct conn *c, uv_buf_t *bufs, unsigned int nbufs)
+int wd_conn_write(struct conn *c, uv_buf_t *in, unsigned int nin)
 {
     if (c->is_closing || c->is_shutting)
         return UV_ECANCELED;
+    /* A corked head goes first, in the same write as what follows it. */
+    uv_buf_t all[8];
+    uv_buf_t *bufs = in;
+    unsigned int nbufs = nin;
+    if (c->is_corked) {
+        WD_ASSERT(nin < WD_ARRAY_LEN(all));
+        all[0] = uv_buf_init(c->head.data, (unsigned int)c->head.len);
+        if (nin > 0)
+            memcpy(all + 1, in, nin * sizeof *in);
+        bufs = all;
+        nbufs = nin + 1;
+        c->is_corked = false;
+    }
     size_t total = 0;
     for (unsigned int i = 0; i < nbufs; i++)
         total += bufs[i].len;
@@ -210,12 +223,12 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
     size_t cap = 256 + sizeof c->req.call_id;
     for (size_t i = 0; i < n; i++)
         cap += strlen(h[i].name) + strlen(h[i].value) + 4;
-    char stackbuf[2048];
-    char *buf = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
-    if (buf == NULL) {
+    c->head.len = 0;
+    if (wd_buf_reserve(&c->head, cap) < 0) {
         wd_conn_close(c);
         return UV_ENOMEM;
     }
+    char *buf = c->head.data; /* kept across requests: no allocation once warm */
     const char *reason = wd_conn_reason_phrase(status);
     size_t len =
         reason ? (size_t)snprintf(buf, cap, "HTTP/1.1 %d %s\r\nDate: ", status, reason)
@@ -254,12 +267,51 @@ int wd_res_start(struct wd_req *req, int status, const struct wd_header *h, size
         len += (size_t)snprintf(buf + len, cap - len, "Connection: keep-alive\r\n");
     buf[len++] = '\r';
     buf[len++] = '\n';
-    int rc = wd_conn_write_str(c, buf, len);
-    if (buf != stackbuf)
-        free(buf);
-    if (rc == 0 && c->is_tunnel)
-        wd_conn_start_tunnel(c);
-    return rc;
+    c->head.len = len;
+    if (c->is_closing || c->is_shutting)
+        return UV_ECANCELED;
+    c->is_corked = true;
+    if (c->is_tunnel) {
+        int rc = wd_conn_write(c, NULL, 0); /* the upgraded protocol may speak first */
+        if (rc == 0)
+            wd_conn_start_tunnel(c);
+        return rc;
+    }
+    struct wd_server *srv = c->srv;
+    c->cork_next = srv->corked;
+    srv->corked = c;
+    if (srv->cork_open && !uv_is_active((uv_handle_t *)&srv->cork))
+        uv_check_start(&srv->cork, wd_conn_flush_corked);
+    return 0;
+}
+
+/* End of the loop turn: a head that no body byte followed (yet) goes out on its own, so a
+ * client always sees the status as soon as the mode decided it. */
+void wd_conn_flush_corked(uv_check_t *h)
+{
+    struct wd_server *srv = h->data;
+    struct conn *c = srv->corked;
+    srv->corked = NULL;
+    uv_check_stop(h);
+    while (c != NULL) {
+        struct conn *next = c->cork_next;
+        c->cork_next = NULL;
+        if (c->is_corked)
+            wd_conn_write(c, NULL, 0);
+        c = next;
+    }
+}
+
+void wd_conn_uncork(struct conn *c)
+{
+    c->is_corked = false;
+    for (struct conn **pp = &c->srv->corked; *pp != NULL; pp = &(*pp)->cork_next) {
+        if (*pp == c) {
+            *pp = c->cork_next;
+            break;
+        }
+    }
+    c->cork_next = NULL;
 }
 
 int wd_res_write(struct wd_req *req, const void *data, size_t len)
@@ -309,6 +361,8 @@ void wd_res_end(struct wd_req *req)
     struct conn *c = wd_conn_of(req);
     if (c->res_chunked && !c->is_closing && !c->is_shutting)
         wd_conn_write_str(c, "0\r\n\r\n", 5);
+    else if (c->is_corked)
+        wd_conn_write(c, NULL, 0);
     finish_response(c);
 }
 
@@ -329,6 +383,8 @@ void wd_res_abort(struct wd_req *req)
     c->mode_attached = false;
     if (c->status == 0)
         c->status = 500;
+    if (c->is_corked)
+        wd_conn_write(c, NULL, 0); /* the head, then the cut: the client sees it was cut */
     wd_conn_end_and_close(c);
 }
 

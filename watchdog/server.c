@@ -53,6 +53,7 @@ static void on_handle_closed(uv_handle_t *h)
     struct wd_server *srv = c->srv;
     wd_http1_free(c->parser);
     wd_buf_free(&c->qbody);
+    wd_buf_free(&c->head);
     free(c->pending);
     free(c->note);
     free(c);
@@ -87,6 +88,7 @@ void wd_conn_close(struct conn *c)
     if (c->is_closing)
         return;
     c->is_closing = true;
+    wd_conn_uncork(c);
     detach_mode(c);
     release_slot(c);
     struct wd_server *srv = c->srv;
@@ -677,6 +679,9 @@ int wd_server_start(struct wd_app *app, struct wd_health *health, char *err, siz
     uv_timer_init(app->loop, &srv->queue_timer);
     srv->queue_timer.data = srv;
     srv->queue_timer_open = true;
+    uv_check_init(app->loop, &srv->cork);
+    srv->cork.data = srv;
+    srv->cork_open = true;
 
     int rc = listen_on(srv, &srv->listener, &srv->listener_open, cfg->port, on_connection);
     if (rc < 0) {
@@ -720,6 +725,9 @@ void wd_server_close(struct wd_server *srv)
         uv_close((uv_handle_t *)&srv->queue_timer, NULL);
     srv->queue_timer_open = false;
     wd_server_abort_all(srv);
+    if (srv->cork_open)
+        uv_close((uv_handle_t *)&srv->cork, NULL);
+    srv->cork_open = false;
 }
 
 size_t wd_server_inflight(const struct wd_server *srv)
