@@ -30,6 +30,7 @@
 
 #define STDIN_HIGH ((size_t)256 * 1024) /* pause the client above this much queued for stdin */
 #define EXIT_GRACE_MS 100 /* after exit: how long pipes held by escapees may stay open */
+#define STREAM_PIPE_BYTES (256 * 1024)
 #define CGI_HEAD_MAX ((size_t)64 * 1024)
 
 enum variant { V_CLASSIC, V_SERIALIZING, V_STREAMING };
@@ -46,7 +47,7 @@ struct fork_state {
     wd_done_cb stop_done;
     void *stop_arg;
     bool is_stopping;
-    char readbuf[64 * 1024]; /* streaming stdout reads; consumed synchronously */
+    char readbuf[256 * 1024]; /* streaming stdout reads; consumed synchronously */
 };
 
 /* One request run. Created in on_headers, freed in on_handle_closed once the process has been
@@ -712,6 +713,15 @@ static int job_spawn(struct fork_job *job)
         (!merge && pipe2(perr, O_CLOEXEC) < 0)) {
         rc = -errno;
         goto fail;
+    }
+    if (st->variant == V_STREAMING) {
+        /* Bigger pipes mean fewer wake-ups on large transfers (256 MiB echo: ~400 -> ~650
+         * MiB/s). Best effort: a user over pipe-user-pages-soft just keeps 64 KiB pipes, and
+         * stdin grows only for bodies that can use it. */
+        fcntl(pout[0], F_SETPIPE_SZ, STREAM_PIPE_BYTES);
+        int64_t cl = job->req->head->content_length;
+        if (cl < 0 || cl > (int64_t)64 * 1024)
+            fcntl(pin[1], F_SETPIPE_SZ, STREAM_PIPE_BYTES);
     }
     struct wd_child_opts o = {
         .path = st->path,
