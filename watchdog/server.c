@@ -226,11 +226,6 @@ void wd_conn_next(struct conn *c)
     wd_conn_update_reading(c);
 }
 
-static const char *method_of(const struct wd_http1_head *head)
-{
-    return head->method;
-}
-
 /* The metrics listener serves /metrics only (as the peers: anything else is a 404). */
 static void route_metrics(struct conn *c, const char *path)
 {
@@ -255,7 +250,7 @@ static void route_internal(struct conn *c, const char *path)
 {
     struct wd_server *srv = c->srv;
     c->kind = REQ_INTERNAL;
-    if (strcmp(method_of(c->req.head), "GET") != 0) {
+    if (strcmp(c->req.head->method, "GET") != 0) {
         wd_conn_send_simple(c, 405, NULL, NULL);
         return;
     }
