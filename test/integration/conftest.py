@@ -58,6 +58,15 @@ def sh(name, *args):
     return " ".join("'" + p + "'" for p in parts)
 
 
+def free_port():
+    """A loopback port that was free a moment ago (for upstreams and metrics_port)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def new_marker():
     return "fwdmark-" + uuid.uuid4().hex
 

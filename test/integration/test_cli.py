@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, PATH, fx, request
+from conftest import free_port, BIN, PATH, fx, request
 
 # Every variable named in CONFIG.md.
 CONFIG_VARIABLES = [
@@ -146,16 +146,8 @@ def test_function_process_wins_over_fprocess(wd):
     assert (r.status, r.body) == (200, b"fp\n")
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_metrics_endpoint(wd):
-    port = _free_port()
+    port = free_port()
     w = wd({"fprocess": "cat", "metrics_port": str(port)})
     assert request(w.port, "POST", "/", b"x").status == 200
     assert request(w.port, "GET", "/_/health").status in (200, 503)

@@ -10,33 +10,14 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import BIN, PATH, Client, build_request, fx, request
+from conftest import Client, free_port, build_request, fx, request
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
-
-def _mode_http_registered():
-    env = {"PATH": PATH, "mode": "http", "fprocess": "true", "upstream_url": "bad://x",
-           "port": "0", "metrics_port": "0"}
-    try:
-        p = subprocess.run([BIN], env=env, capture_output=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return b"not available in this build" not in p.stderr
-
-
-pytestmark = pytest.mark.skipif(not _mode_http_registered(), reason="mode http not registered")
 
 
 def start(wd, fixture="httpfid_upstream.py", base="", **env):

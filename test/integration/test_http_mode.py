@@ -7,36 +7,15 @@ upstream_url).
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import BIN, PATH, Client, fx, procs_with, request, wait_no_procs
+from conftest import Client, free_port, fx, procs_with, request, wait_no_procs
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
-
-def _mode_http_registered():
-    import subprocess
-
-    env = {"PATH": PATH, "mode": "http", "fprocess": "true", "upstream_url": "bad://x",
-           "port": "0", "metrics_port": "0"}
-    try:
-        p = subprocess.run([BIN], env=env, capture_output=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return b"not available in this build" not in p.stderr
-
-
-pytestmark = pytest.mark.skipif(not _mode_http_registered(), reason="mode http not registered")
 
 
 def start_http(wd, fixture="http_echo.py", base="", wait_ready=True, **env):

@@ -13,7 +13,7 @@ import struct
 import time
 
 from conftest import request
-from test_http_mode import pytestmark, start_http  # noqa: F401  (same skip condition)
+from test_http_mode import start_http
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -5,13 +5,12 @@ import datetime
 import json
 import math
 import re
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import FORK_MODES, Client, build_request, request, sh
+from conftest import FORK_MODES, free_port, Client, build_request, request, sh
 
 LIMIT_BODY = "Concurrent request limit exceeded. Max concurrent requests: {}\n"
 CALL_ID_RX = re.compile(r"[A-Za-z0-9._:-]{1,71}")
@@ -292,12 +291,6 @@ def test_strict_parser_rejects(bad):
 # Helpers
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_with_metrics(wd, env):
