@@ -209,12 +209,7 @@ static void job_maybe_free(struct fork_job *job)
         return;
     }
     struct fork_state *st = job->st;
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        st->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
+    WD_LIST_REMOVE(st->jobs, job);
     wd_linelog_flush(&job->errlog);
     wd_linelog_free(&job->errlog);
     wd_buf_free(&job->body);
@@ -882,10 +877,7 @@ static void on_headers(void *state, struct wd_req *req)
     job->timer.data = job;
     job->timer_open = true;
     job->open_handles = 1;
-    job->next = st->jobs;
-    if (st->jobs)
-        st->jobs->prev = job;
-    st->jobs = job;
+    WD_LIST_PUSH(st->jobs, job);
     /* Reserve what the client announced, up to 1 MiB: a claim is not a body (a lying
      * Content-Length must not reserve gigabytes); the buffer grows as bytes arrive. */
     size_t want = head->content_length > 0 ? (size_t)head->content_length : 0;

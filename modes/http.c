@@ -326,12 +326,7 @@ static void on_job_timer_closed(uv_handle_t *h)
 {
     struct job *job = h->data;
     struct http_state *st = job->st;
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        st->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
+    WD_LIST_REMOVE(st->jobs, job);
     wd_buf_free(&job->head);
     wd_buf_free(&job->body);
     wd_buf_free(&job->rhead);
@@ -373,12 +368,7 @@ static void on_conn_closed(uv_handle_t *h)
 {
     struct upconn *uc = h->data;
     struct http_state *st = uc->st;
-    if (uc->prev)
-        uc->prev->next = uc->next;
-    else
-        st->conns = uc->next;
-    if (uc->next)
-        uc->next->prev = uc->prev;
+    WD_LIST_REMOVE(st->conns, uc);
     free(uc);
     st->open_handles--;
     stop_maybe_done(st);
@@ -407,10 +397,7 @@ static struct upconn *conn_new(struct http_state *st)
     uc->tcp.data = uc;
     uc->connect.data = uc;
     uv_tcp_nodelay(&uc->tcp, 1);
-    uc->next = st->conns;
-    if (st->conns)
-        st->conns->prev = uc;
-    st->conns = uc;
+    WD_LIST_PUSH(st->conns, uc);
     st->open_handles++;
     return uc;
 }
@@ -1131,10 +1118,7 @@ static void on_headers(void *state, struct wd_req *req)
     job->timer.data = job;
     job->timer_open = true;
     st->open_handles++;
-    job->next = st->jobs;
-    if (st->jobs)
-        st->jobs->prev = job;
-    st->jobs = job;
+    WD_LIST_PUSH(st->jobs, job);
     if (build_head(job) != 0) {
         job_fail(job, 500, "out of memory\n", "out of memory", false);
         return;

@@ -302,12 +302,7 @@ static void job_maybe_free(struct static_job *job)
     struct static_state *st = job->st;
     if (job->fd >= 0)
         close(job->fd);
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        st->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
+    WD_LIST_REMOVE(st->jobs, job);
     free(job->buf);
     free(job);
     if (st->is_stopping && st->jobs == NULL) {
@@ -653,10 +648,7 @@ static void on_headers(void *state, struct wd_req *req)
     job->req = req;
     job->fd = -1;
     req->mode_data = job;
-    job->next = st->jobs;
-    if (st->jobs)
-        st->jobs->prev = job;
-    st->jobs = job;
+    WD_LIST_PUSH(st->jobs, job);
 }
 
 static void on_body(struct wd_req *req, const char *at, size_t len)

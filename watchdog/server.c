@@ -92,12 +92,7 @@ void wd_conn_close(struct conn *c)
     detach_mode(c);
     release_slot(c);
     struct wd_server *srv = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    WD_LIST_REMOVE(srv->conns, c);
     srv->nconns--;
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->read_timer, on_handle_closed);
@@ -592,10 +587,7 @@ static void accept_conn(uv_stream_t *ls, struct wd_server *srv, bool is_metrics)
     uv_timer_init(srv->app->loop, &c->write_timer);
     c->read_timer.data = c->write_timer.data = c;
     c->open_handles = 3;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    WD_LIST_PUSH(srv->conns, c);
     srv->nconns++;
     uint64_t rt = srv->cfg->read_timeout_ms;
     if (rt > 0)

@@ -15,6 +15,26 @@
 #define WD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define WD_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 #define WD_UNUSED(x) ((void)(x))
+
+/* Intrusive doubly linked lists of structs with `prev`/`next` members and a head pointer (the
+ * shape every live-object list here has: connections, jobs, upstream connections). */
+#define WD_LIST_PUSH(head, node)                                                                   \
+    do {                                                                                           \
+        (node)->prev = NULL;                                                                       \
+        (node)->next = (head);                                                                     \
+        if ((head) != NULL)                                                                        \
+            (head)->prev = (node);                                                                 \
+        (head) = (node);                                                                           \
+    } while (0)
+#define WD_LIST_REMOVE(head, node)                                                                 \
+    do {                                                                                           \
+        if ((node)->prev != NULL)                                                                  \
+            (node)->prev->next = (node)->next;                                                     \
+        else                                                                                       \
+            (head) = (node)->next;                                                                 \
+        if ((node)->next != NULL)                                                                  \
+            (node)->next->prev = (node)->prev;                                                     \
+    } while (0)
 #define WD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 #define WD_ASSERT(cond)                                                                            \
