@@ -148,15 +148,6 @@ static bool is_hop(const char *name, const char *connection)
     return connection != NULL && is_listed(connection, name);
 }
 
-static const char *req_header(const struct wd_http1_head *head, const char *name)
-{
-    for (size_t i = 0; i < head->nheaders; i++) {
-        if (name_is(head->headers[i].name, name))
-            return head->headers[i].value;
-    }
-    return NULL;
-}
-
 static int buf_str(struct wd_buf *b, const char *s)
 {
     return wd_buf_append(b, s, strlen(s));
@@ -169,19 +160,6 @@ static int buf_hdr(struct wd_buf *b, const char *name, const char *value)
     rc |= buf_str(b, value);
     rc |= buf_str(b, "\r\n");
     return rc;
-}
-
-/* X-Timeout as OW: a Go duration that lowers exec_timeout; a bare number, an invalid value or
- * one above exec_timeout is ignored, and it does nothing when exec_timeout is 0. */
-static uint64_t request_timeout(const struct wd_config *cfg, const struct wd_http1_head *head)
-{
-    uint64_t t = cfg->exec_timeout_ms, v;
-    const char *x = req_header(head, "X-Timeout");
-    if (t == 0 || x == NULL || x[strspn(x, "0123456789")] == '\0')
-        return t;
-    if (wd_parse_duration(x, &v) == 0 && v > 0 && v < t)
-        return v;
-    return t;
 }
 
 /* ---- upstream URL -------------------------------------------------------------------- */
@@ -1035,8 +1013,8 @@ static void on_sv_state(void *arg, bool is_up, bool is_final)
  * body (the tunnel would start after it); anything else is proxied as a plain request. */
 static bool wants_upgrade(const struct wd_http1_head *head)
 {
-    const char *connection = req_header(head, "Connection");
-    const char *upgrade = req_header(head, "Upgrade");
+    const char *connection = wd_req_header(head, "Connection");
+    const char *upgrade = wd_req_header(head, "Upgrade");
     return connection != NULL && is_listed(connection, "upgrade") && upgrade != NULL &&
            upgrade[strspn(upgrade, " \t")] != '\0' && head->http_major == 1 &&
            head->http_minor >= 1 && head->content_length == 0 && !name_is(head->method, "CONNECT");
@@ -1048,7 +1026,7 @@ static int build_head(struct job *job)
     const struct wd_req *req = job->req;
     const struct wd_http1_head *head = req->head;
     struct wd_buf *b = &job->head;
-    const char *connection = req_header(head, "Connection");
+    const char *connection = wd_req_header(head, "Connection");
     int rc = 0;
     rc |= buf_str(b, head->method);
     rc |= buf_str(b, " ");
@@ -1075,7 +1053,7 @@ static int build_head(struct job *job)
     }
     if (job->is_upgrade) {
         rc |= buf_hdr(b, "Connection", "Upgrade");
-        rc |= buf_hdr(b, "Upgrade", req_header(head, "Upgrade"));
+        rc |= buf_hdr(b, "Upgrade", wd_req_header(head, "Upgrade"));
     }
     if (head->host[0] == '\0')
         rc |= buf_hdr(b, "Host", st->hostport);
@@ -1125,7 +1103,7 @@ static void on_headers(void *state, struct wd_req *req)
     }
     if (job->content_length > 0)
         job->has_cl = true;
-    job->timeout_ms = request_timeout(st->cfg, req->head);
+    job->timeout_ms = wd_req_timeout_ms(st->cfg, req->head);
     uint64_t wait = job->timeout_ms ? job->timeout_ms : WAIT_CAP_MS;
     uv_timer_start(&job->timer, on_deadline, wait, 0);
     job_connect(job);

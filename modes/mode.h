@@ -52,6 +52,13 @@ struct wd_mode {
 
 const struct wd_mode *wd_mode_find(const char *name);
 
+/* Shared by the modes (modes.c). The first value of a request header, or NULL. */
+const char *wd_req_header(const struct wd_http1_head *head, const char *name);
+/* exec_timeout, lowered by an X-Timeout request header as OW does: a Go duration below
+ * exec_timeout; a bare number or an invalid value is ignored; nothing applies when
+ * exec_timeout is 0 (no deadline). */
+uint64_t wd_req_timeout_ms(const struct wd_config *cfg, const struct wd_http1_head *head);
+
 /* Implemented by server.c. */
 void wd_req_pause(struct wd_req *req);
 void wd_req_resume(struct wd_req *req);

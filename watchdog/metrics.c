@@ -82,6 +82,9 @@ struct wd_metrics {
     int64_t in_flight, queue_depth;
     struct histo queue_wait;
     uint64_t rejected, timed_out, started, killed, warm_restarts;
+    uint64_t workers_ready, reported_n;
+    bool has_workers;
+    double reported_sum;
     uint64_t bytes_in, bytes_out;
     uint64_t exits[N_EXIT_CODES];
     uint64_t signals[MAX_SIGNAL + 1];
@@ -205,6 +208,18 @@ void wd_metrics_child_killed(struct wd_metrics *m)
 void wd_metrics_warm_restart(struct wd_metrics *m)
 {
     m->warm_restarts++;
+}
+
+void wd_metrics_workers_ready(struct wd_metrics *m, size_t n)
+{
+    m->has_workers = true;
+    m->workers_ready = n;
+}
+
+void wd_metrics_reported_duration(struct wd_metrics *m, double seconds)
+{
+    m->reported_n++;
+    m->reported_sum += seconds;
 }
 
 void wd_metrics_set_ready(struct wd_metrics *m, bool is_ready)
@@ -629,6 +644,14 @@ int wd_metrics_render(struct wd_metrics *m, struct wd_buf *out)
     render_exits(&o, m);
     mode_family(&o, mode, "fwatchdog_handler_killed_total", "counter",
                 "Handler processes killed because their deadline passed.", (double)m->killed);
+    if (m->reported_n > 0) {
+        const char *name = "fwatchdog_handler_reported_duration_seconds";
+        char num[64];
+        family(&o, name, "summary", "Call durations the handlers reported (Nuclio metrics).");
+        snprintf(num, sizeof num, "%.17g", m->reported_sum);
+        put(&o, "%s_sum{%s} %s\n", name, mode, num);
+        put(&o, "%s_count{%s} %" PRIu64 "\n", name, mode, m->reported_n);
+    }
     mode_family(&o, mode, "fwatchdog_handler_started_total", "counter",
                 "Handler processes started.", (double)m->started);
     mode_family(&o, mode, "fwatchdog_queue_depth", "gauge",
@@ -651,6 +674,10 @@ int wd_metrics_render(struct wd_metrics *m, struct wd_buf *out)
     mode_family(&o, mode, "fwatchdog_warm_restarts_total", "counter",
                 "Long-lived handlers started again after they went away.",
                 (double)m->warm_restarts);
+    if (m->has_workers)
+        mode_family(&o, mode, "fwatchdog_warm_workers_ready", "gauge",
+                    "Warm workers initialised and alive (idle or busy).",
+                    (double)m->workers_ready);
     render_http(&o, m);
     render_process(&o, m);
 

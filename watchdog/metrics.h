@@ -8,6 +8,7 @@
  * no series yet is left out, as client_golang does for an empty vector:
  *   fwatchdog_handler_exited_total{mode,status}   counter (status "0", "3", "SIGKILL", "signal_N")
  *   fwatchdog_handler_killed_total{mode}          counter
+ *   fwatchdog_handler_reported_duration_seconds{mode}  summary (sum, count; Nuclio 'm' records)
  *   fwatchdog_handler_started_total{mode}         counter
  *   fwatchdog_queue_depth{mode}                   gauge
  *   fwatchdog_queue_wait_seconds{mode}            histogram
@@ -17,6 +18,7 @@
  *   fwatchdog_requests_timed_out_total{mode}      counter
  *   fwatchdog_response_bytes_total{mode}          counter
  *   fwatchdog_warm_restarts_total{mode}           counter
+ *   fwatchdog_warm_workers_ready{mode}            gauge (mode warm only)
  *   http_request_duration_seconds{code,method}    histogram   (the OpenFaaS watchdogs' three,
  *   http_requests_in_flight                       gauge        same names, help, labels and
  *   http_requests_total{code,method}              counter      buckets)
@@ -63,6 +65,10 @@ void wd_metrics_child_exited(struct wd_metrics *m, int exit_status, int term_sig
 void wd_metrics_child_killed(struct wd_metrics *m);
 /* A long-lived handler was started again after it went away. */
 void wd_metrics_warm_restart(struct wd_metrics *m);
+/* fwatchdog_warm_workers_ready: warm workers initialised and alive. */
+void wd_metrics_workers_ready(struct wd_metrics *m, size_t n);
+/* A handler reported how long a call took (Nuclio's 'm' record). */
+void wd_metrics_reported_duration(struct wd_metrics *m, double seconds);
 /* fwatchdog_ready: the handler is ready and we are not shutting down. */
 void wd_metrics_set_ready(struct wd_metrics *m, bool is_ready);
 

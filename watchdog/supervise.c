@@ -1,4 +1,4 @@
-/* supervise.c: the warm upstream process of mode http (see supervise.h). It owns the process,
+/* supervise.c: one long-running handler process, for modes http and warm (see supervise.h). It owns the process,
  * its output pipes and its timers; it never speaks HTTP (the mode supplies the probe) and it
  * creates processes only through child.c.
  *
@@ -50,6 +50,7 @@ struct wd_supervise {
     uv_timer_t probe_timer, restart_timer, kill_timer;
     int open_timers;
     bool is_ready, is_probing, is_final, is_stopping;
+    bool is_recycling; /* the running process was killed on purpose: restart it at once */
     uint64_t backoff_ms;
     uint64_t started_ms; /* uv_now() at the last spawn */
     wd_done_cb stop_done;
@@ -118,7 +119,8 @@ static void set_ready(struct wd_supervise *sv, bool is_ready)
     if (sv->is_ready == is_ready)
         return;
     sv->is_ready = is_ready;
-    wd_app_set_ready(sv->app, is_ready);
+    if (!sv->o.is_member)
+        wd_app_set_ready(sv->app, is_ready);
 }
 
 static void probe_tick(uv_timer_t *t);
@@ -158,6 +160,7 @@ static int spawn(struct wd_supervise *sv)
 {
     const struct wd_config *cfg = sv->cfg;
     int pout[2] = {-1, -1}, perr[2] = {-1, -1};
+    int extra[4] = {-1, -1, -1, -1};
     int rc;
     if (sv->path == NULL) {
         char err[320];
@@ -175,11 +178,13 @@ static int spawn(struct wd_supervise *sv)
         rc = -errno;
         goto fail;
     }
+    if (sv->o.prepare != NULL && (rc = sv->o.prepare(sv->o.arg, extra)) < 0)
+        goto fail;
     struct wd_child_opts o = {
         .path = sv->path,
-        .argv = cfg->fprocess_argv,
-        .envp = sv->app->base_env,
-        .fds = {-1, pout[1], perr[1], -1},
+        .argv = sv->o.argv != NULL ? sv->o.argv : cfg->fprocess_argv,
+        .envp = sv->o.envp != NULL ? sv->o.envp : sv->app->base_env,
+        .fds = {extra[0], pout[1], perr[1], extra[3]},
         .rlimits = &cfg->rlimits,
         .on_exit = on_child_exit,
         .arg = r,
@@ -187,6 +192,8 @@ static int spawn(struct wd_supervise *sv)
     pid_t pid = wd_child_spawn(&o);
     close(pout[1]);
     close(perr[1]);
+    if (sv->o.spawned != NULL)
+        sv->o.spawned(sv->o.arg, pid);
     if (pid < 0) {
         rc = pid;
         close(pout[0]);
@@ -283,7 +290,15 @@ static void on_child_exit(void *arg, int exit_status, int term_signal)
         uv_timer_stop(&sv->probe_timer);
         uv_timer_stop(&sv->kill_timer);
         set_ready(sv, false);
-        if (sv->is_stopping) {
+        if (sv->o.exited != NULL)
+            sv->o.exited(sv->o.arg);
+        bool is_recycled = sv->is_recycling;
+        sv->is_recycling = false;
+        if (is_recycled && !sv->is_stopping && !sv->app->is_shutting_down) {
+            wd_log_info("replacing killed worker pid=%d", (int)r->pid);
+            sv->o.on_state(sv->o.arg, false, false);
+            uv_timer_start(&sv->restart_timer, on_restart_timer, 0, 0);
+        } else if (sv->is_stopping) {
             wd_log_info("upstream stopped pid=%d: %s", (int)r->pid, what);
         } else {
             wd_log_error("Forked function has terminated: %s pid=%d", what, (int)r->pid);
@@ -336,6 +351,31 @@ int wd_supervise_start(struct wd_supervise **out, const struct wd_supervise_opts
     }
     *out = sv;
     return 0;
+}
+
+void wd_supervise_poke(struct wd_supervise *sv)
+{
+    if (sv->cur != NULL && !sv->is_ready && !sv->is_probing && !sv->is_stopping)
+        arm_probe(sv, 0);
+}
+
+void wd_supervise_recycle(struct wd_supervise *sv)
+{
+    if (sv->cur == NULL || sv->is_stopping || sv->is_recycling)
+        return;
+    sv->is_recycling = true;
+    uv_timer_stop(&sv->probe_timer);
+    set_ready(sv, false);
+    wd_metrics_child_killed(sv->app->metrics);
+    wd_child_kill_group(sv->cur->pid, SIGKILL);
+}
+
+void wd_supervise_set_call_id(struct wd_supervise *sv, const char *call_id)
+{
+    if (sv->cur == NULL)
+        return;
+    sv->cur->outlog.call_id = call_id;
+    sv->cur->errlog.call_id = call_id;
 }
 
 bool wd_supervise_is_ready(const struct wd_supervise *sv)
