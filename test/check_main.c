@@ -10,6 +10,7 @@ int main(void)
     srunner_add_suite(sr, cgiresp_suite());
     srunner_add_suite(sr, log_suite());
     srunner_add_suite(sr, metrics_suite());
+    srunner_add_suite(sr, warmproto_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -10,5 +10,6 @@ Suite *cgienv_suite(void);
 Suite *cgiresp_suite(void);
 Suite *log_suite(void);
 Suite *metrics_suite(void);
+Suite *warmproto_suite(void);
 
 #endif
