@@ -51,7 +51,7 @@ struct chan {
 
 struct job {
     struct warm *w;
-    struct wd_req *req; /* NULL once the client is gone or was answered */
+    struct wd_req *req;      /* NULL once the client is gone or was answered */
     struct job *next, *prev; /* w->jobs */
     struct job *qnext;       /* w->queue */
     struct worker *wk;       /* the worker holding it */
@@ -71,6 +71,8 @@ struct worker {
     bool is_up, was_up, is_final, is_stopped;
     char **argv; /* nuclio: fprocess with {socket} substituted */
     char sock_path[108];
+    char sock_env[140]; /* FWATCHDOG_SOCKET=<sock_path> */
+    char **envp;        /* nuclio: w->envp plus sock_env (owned array) */
 };
 
 struct warm {
@@ -260,7 +262,9 @@ static void answer(struct worker *wk, const char *line, size_t len)
 
 static void nuclio_line(struct worker *wk, const char *line, size_t len)
 {
-    char type = len > 0 ? line[0] : '\0';
+    char type = '\0';
+    if (len > 0)
+        type = line[0];
     if (type == 's') {
         wk->ch->is_acked = true;
         wd_supervise_poke(wk->sv);
@@ -474,10 +478,12 @@ static void spawned(void *arg, pid_t pid)
 static void exited(void *arg)
 {
     struct worker *wk = arg;
-    if (wk->ch != NULL) {
-        chan_drain(wk->ch);
-        if (wk->ch != NULL)
-            chan_close(wk->ch);
+    struct chan *ch = wk->ch;
+    if (ch != NULL) {
+        chan_drain(ch); /* may drop the channel itself (a bad answer) */
+        // cppcheck-suppress knownConditionTrueFalse
+        if (wk->ch == ch)
+            chan_close(ch);
     }
     struct job *job = wk->job;
     if (job != NULL) {
@@ -509,10 +515,10 @@ static void update_ready(struct warm *w)
         nfinal += wk->is_final;
     }
     wd_metrics_workers_ready(w->app->metrics, nup);
-    bool is_ready = !w->is_stopping && nboot == w->nworkers && nup > 0;
-    if (is_ready != w->is_ready) {
-        w->is_ready = is_ready;
-        wd_app_set_ready(w->app, is_ready);
+    bool ready = !w->is_stopping && nboot == w->nworkers && nup > 0;
+    if (ready != w->is_ready) {
+        w->is_ready = ready;
+        wd_app_set_ready(w->app, ready);
     }
     if (nfinal == w->nworkers) {
         /* Nobody will serve them. */
@@ -637,8 +643,9 @@ static void on_deadline(uv_timer_t *t)
         job_fail(job, 504, "the function's deadline passed");
         worker_recycle(wk, "deadline passed");
     } else {
-        job_fail(job, 504, job->is_queued ? "the deadline passed while waiting for a worker"
-                                          : "the deadline passed before the body arrived");
+        job_fail(job, 504,
+                 job->is_queued ? "the deadline passed while waiting for a worker"
+                                : "the deadline passed before the body arrived");
         job_maybe_free(job);
     }
 }
@@ -773,6 +780,7 @@ static void warm_free(struct warm *w)
 {
     for (size_t i = 0; i < w->nworkers; i++) {
         free_argv(w->workers[i].argv);
+        free(w->workers[i].envp);
         if (w->is_nuclio && w->workers[i].sock_path[0] != '\0')
             unlink(w->workers[i].sock_path);
     }
@@ -814,8 +822,9 @@ static int start(struct wd_app *app, void **state)
         warm_free(w);
         return UV_ENOMEM;
     }
-    const char *tmp = getenv("TMPDIR") != NULL && getenv("TMPDIR")[0] != '\0' ? getenv("TMPDIR")
-                                                                              : "/tmp";
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || tmp[0] == '\0')
+        tmp = "/tmp";
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct worker *wk = &w->workers[i];
@@ -838,14 +847,12 @@ static int start(struct wd_app *app, void **state)
     }
     for (size_t i = 0; i < n; i++) {
         struct worker *wk = &w->workers[i];
-        /* Nuclio workers also find their socket in the environment. */
-        char **env = w->envp;
-        char sockenv[140];
-        const char *sextra[] = {sockenv, NULL};
+        /* Nuclio workers also find their socket in the environment. Supervise keeps the
+         * arrays for every respawn: they live as long as the worker. */
         if (w->is_nuclio) {
-            snprintf(sockenv, sizeof sockenv, "FWATCHDOG_SOCKET=%s", wk->sock_path);
-            env = build_env(w->envp, sextra);
-            if (env == NULL) {
+            const char *sextra[] = {wk->sock_env, NULL};
+            snprintf(wk->sock_env, sizeof wk->sock_env, "FWATCHDOG_SOCKET=%s", wk->sock_path);
+            if ((wk->envp = build_env(w->envp, sextra)) == NULL) {
                 rc = UV_ENOMEM;
                 break;
             }
@@ -853,7 +860,7 @@ static int start(struct wd_app *app, void **state)
         struct wd_supervise_opts o = {
             .app = app,
             .argv = wk->argv,
-            .envp = env,
+            .envp = wk->envp != NULL ? wk->envp : w->envp,
             .is_member = true,
             .prepare = prepare,
             .spawned = spawned,
@@ -863,8 +870,6 @@ static int start(struct wd_app *app, void **state)
             .arg = wk,
         };
         rc = wd_supervise_start(&wk->sv, &o);
-        if (env != w->envp)
-            free(env);
         if (rc < 0)
             break;
     }

@@ -71,7 +71,10 @@ int wd_base64_encode(struct wd_buf *out, const void *data, size_t len)
         unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0);
         *o++ = b64[v >> 18];
         *o++ = b64[(v >> 12) & 63];
-        *o++ = i + 1 < len ? b64[(v >> 6) & 63] : '=';
+        if (i + 1 < len)
+            *o++ = b64[(v >> 6) & 63];
+        else
+            *o++ = '=';
         *o++ = '=';
     }
     out->len = (size_t)(o - out->data);
@@ -275,7 +278,8 @@ static int add_fields(cJSON *obj, const char *q)
                 char c = parts[i][j];
                 if (c == '+') {
                     c = ' ';
-                } else if (c == '%' && j + 2 < lens[i] && isxdigit((unsigned char)parts[i][j + 1]) &&
+                } else if (c == '%' && j + 2 < lens[i] &&
+                           isxdigit((unsigned char)parts[i][j + 1]) &&
                            isxdigit((unsigned char)parts[i][j + 2])) {
                     char hex[3] = {parts[i][j + 1], parts[i][j + 2], 0};
                     c = (char)strtol(hex, NULL, 16);
@@ -334,7 +338,8 @@ int wd_warm_encode_nuclio(struct wd_buf *out, const struct wd_warm_event *ev)
     cJSON_AddStringToObject(root, "body", b.len > 0 ? b.data : "");
     wd_buf_free(&b);
     cJSON_AddNumberToObject(root, "size", (double)ev->body_len);
-    cJSON_AddNumberToObject(root, "timestamp", (double)(ev->now_ms / 1000));
+    uint64_t now_s = ev->now_ms / 1000;
+    cJSON_AddNumberToObject(root, "timestamp", (double)now_s);
     cJSON_AddNumberToObject(root, "deadline", (double)ev->deadline_ms);
     cJSON *trigger = cJSON_AddObjectToObject(root, "trigger");
     if (trigger == NULL || cJSON_AddStringToObject(trigger, "kind", "http") == NULL ||
@@ -531,7 +536,8 @@ int wd_warm_decode_actionloop(const char *line, size_t len, struct wd_warm_reply
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "statusCode");
     const cJSON *hdrs = cJSON_GetObjectItemCaseSensitive(root, "headers");
     const cJSON *body = cJSON_GetObjectItemCaseSensitive(root, "body");
-    if (cJSON_IsArray(root) || (cJSON_IsObject(root) && st == NULL && hdrs == NULL && body == NULL)) {
+    if (cJSON_IsArray(root) ||
+        (cJSON_IsObject(root) && st == NULL && hdrs == NULL && body == NULL)) {
         r->status = 200;
         rc = set_json_body(r, root, true);
     } else if (!cJSON_IsObject(root)) {
@@ -566,7 +572,8 @@ int wd_warm_decode_nuclio(const char *json, size_t len, struct wd_warm_reply *r)
     if ((rc = take_status(r, cJSON_GetObjectItemCaseSensitive(o, "status_code"))) < 0 ||
         (rc = take_headers(r, cJSON_GetObjectItemCaseSensitive(o, "headers"))) < 0)
         goto done;
-    if (cJSON_IsString(ct) && ct->valuestring[0] != '\0' && find_header(r, "Content-Type") == NULL) {
+    if (cJSON_IsString(ct) && ct->valuestring[0] != '\0' &&
+        find_header(r, "Content-Type") == NULL) {
         if (!is_header_safe(ct->valuestring)) {
             rc = fail(r, "content_type is not on one line");
             goto done;

@@ -676,8 +676,7 @@ int wd_metrics_render(struct wd_metrics *m, struct wd_buf *out)
                 (double)m->warm_restarts);
     if (m->has_workers)
         mode_family(&o, mode, "fwatchdog_warm_workers_ready", "gauge",
-                    "Warm workers initialised and alive (idle or busy).",
-                    (double)m->workers_ready);
+                    "Warm workers initialised and alive (idle or busy).", (double)m->workers_ready);
     render_http(&o, m);
     render_process(&o, m);
 

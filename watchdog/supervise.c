@@ -1,6 +1,6 @@
-/* supervise.c: one long-running handler process, for modes http and warm (see supervise.h). It owns the process,
- * its output pipes and its timers; it never speaks HTTP (the mode supplies the probe) and it
- * creates processes only through child.c.
+/* supervise.c: one long-running handler process, for modes http and warm (see supervise.h). It owns
+ * the process, its output pipes and its timers; it never speaks HTTP (the mode supplies the probe)
+ * and it creates processes only through child.c.
  *
  * Lifecycle: spawn -> probe every 20 ms -> ready -> (exit: unready, then restart after a
  * backoff of 100 ms doubling to 10 s, reset after 10 s up; or, for restart_policy=never, the

@@ -253,8 +253,9 @@ END_TEST
 START_TEST(nuclio_replies)
 {
     struct wd_warm_reply r;
-    const char *s = "{\"status_code\":418,\"content_type\":\"text/x-tea\",\"headers\":{\"X-A\":\"1\"},"
-                    "\"body\":\"tea\",\"body_encoding\":\"text\"}";
+    const char *s =
+        "{\"status_code\":418,\"content_type\":\"text/x-tea\",\"headers\":{\"X-A\":\"1\"},"
+        "\"body\":\"tea\",\"body_encoding\":\"text\"}";
     ck_assert_int_eq(wd_warm_decode_nuclio(s, strlen(s), &r), 0);
     ck_assert_int_eq(r.status, 418);
     ck_assert_str_eq(hdr(&r, "Content-Type", 0), "text/x-tea");
