@@ -29,7 +29,7 @@ UNIT_SRC := test/check_main.c $(wildcard test/unit/*.c)
 UNIT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(UNIT_SRC))
 BIN := $(BUILD)/fwatchdog
 
-.PHONY: all deps run test unit integration asan lint format format-check bench clean
+.PHONY: all deps run test unit integration templates-test asan lint format format-check bench clean
 
 all: deps $(BIN)
 
@@ -69,6 +69,11 @@ run: all
 test: all $(BUILD)/check_unit
 	$(BUILD)/check_unit
 	FWATCHDOG=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test/integration
+	FWATCHDOG=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test/templates
+
+# Every template's handler under the built watchdog, as its Dockerfile runs it (no container engine).
+templates-test: all
+	FWATCHDOG=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test/templates
 
 unit: all $(BUILD)/check_unit
 	$(BUILD)/check_unit
@@ -97,3 +102,6 @@ format-check:
 
 clean:
 	rm -rf build
+
+# make static (the musl release binary) and make image-test: see mk/static.mk.
+-include mk/static.mk
