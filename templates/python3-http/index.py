@@ -102,6 +102,7 @@ def format_response(res):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the watchdog pools its upstream connections
+    disable_nagle_algorithm = True  # else small answers wait for delayed ACKs (~40 ms)
 
     def version_string(self):
         return "python3-http"
