@@ -635,6 +635,11 @@ nginx_table http-direct "nginx direct" http-wd "watchdog → nginx" "< 100" 0.50
 echo
 echo "### mode static: GET /4k.txt (4096 bytes), nginx \`root\` vs watchdog \`static_path\`; wrk -t$THREADS -c$CONNS -d${NGX_DURATION}s, best of 2 interleaved runs"
 nginx_table static-nginx "nginx" static-wd "watchdog" "-" 0.80
+echo
+echo "### mode warm vs streaming vs http (bench/warm.sh)"
+if ! FWATCHDOG="$FWATCHDOG" bash "$(dirname "${BASH_SOURCE[0]}")/warm.sh"; then
+    FAILS+=("bench/warm.sh failed (its table above lists why)")
+fi
 if [ "${#FAILS[@]}" -gt 0 ]; then
     echo
     echo "Failures:"
