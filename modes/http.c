@@ -334,7 +334,6 @@ static void on_deadline(uv_timer_t *t)
     char et[64];
     snprintf(et, sizeof et, "context deadline exceeded (exec_timeout %llums)",
              (unsigned long long)job->timeout_ms);
-    wd_metrics_timed_out(job->st->app->metrics);
     wd_log_info("Upstream HTTP killed due to exec_timeout: %llums",
                 (unsigned long long)job->st->cfg->exec_timeout_ms);
     job_fail(job, 504, NULL, et, false);

@@ -170,9 +170,8 @@ static void job_fail(struct job *job, int status, const char *what)
 
 /* ---- channels ---------------------------------------------------------------------------- */
 
-static void on_chan_handle_closed(uv_handle_t *h)
+static void chan_unref(struct chan *ch)
 {
-    struct chan *ch = h->data;
     if (--ch->nopen > 0)
         return;
     struct warm *w = ch->w;
@@ -180,6 +179,11 @@ static void on_chan_handle_closed(uv_handle_t *h)
     free(ch);
     w->nchans--;
     maybe_finish_stop(w);
+}
+
+static void on_chan_handle_closed(uv_handle_t *h)
+{
+    chan_unref(h->data);
 }
 
 static void close_handle(uv_pipe_t *p, bool *has)
@@ -205,7 +209,7 @@ static void chan_close(struct chan *ch)
     close_handle(&ch->in, &ch->has_in);
     close_handle(&ch->res, &ch->has_res);
     close_handle(&ch->listener, &ch->has_listener);
-    on_chan_handle_closed((uv_handle_t *)&ch->in);
+    chan_unref(ch);
 }
 
 /* Give up on a worker's process: its channel is dropped and its group killed; supervise.c
@@ -637,7 +641,6 @@ static void dispatch(struct warm *w)
 static void on_deadline(uv_timer_t *t)
 {
     struct job *job = t->data;
-    wd_metrics_timed_out(job->w->app->metrics);
     if (job->wk != NULL) {
         struct worker *wk = job->wk;
         job_fail(job, 504, "the function's deadline passed");
