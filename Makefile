@@ -1,4 +1,5 @@
-# fwatchdog: see README.md. Targets: all run test asan lint format format-check bench clean
+# fwatchdog: see README.md. Targets: all run test unit integration templates-test asan lint format
+# format-check bench clean, and (mk/static.mk) static static-test image-test
 SHELL := /bin/bash
 CC ?= cc
 BUILD ?= build
