@@ -87,7 +87,9 @@ asan: all $(BUILD)/check_unit
 	@echo "sanitizer build in $(BUILD)"
 
 bench: all $(BUILD)/rawspawn
-	FWATCHDOG=$(abspath $(BIN)) RAWSPAWN=$(abspath $(BUILD)/rawspawn) bash bench/run.sh
+	FWATCHDOG=$(abspath $(BIN)) RAWSPAWN=$(abspath $(BUILD)/rawspawn) \
+	  FWATCHDOG_STATIC=$(if $(wildcard build/fwatchdog-static),$(abspath build/fwatchdog-static)) \
+	  bash bench/run.sh
 
 lint:
 	cppcheck --quiet --enable=warning,style,performance,portability --error-exitcode=1 \

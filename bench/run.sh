@@ -371,7 +371,9 @@ done
 # 3. exec-to-ready, median of $STARTS starts (streaming, fprocess=cat).
 echo "bench: exec-to-ready x $STARTS" >&2
 mkdir -p "$WORK/tmp.ready"
-READY_OUT=$("$PY" - "$FWATCHDOG" "$STARTS" "$WORK/tmp.ready" 2>&1 <<'PYEOF'
+# ready_figures BINARY: "listen_ms=.. health_ms=.. rss_kb=.." (medians; RSS of the first start).
+ready_figures() {
+    "$PY" - "$1" "$STARTS" "$WORK/tmp.ready" 2>&1 <<'PYEOF'
 import os, re, select, signal, socket, statistics, subprocess, sys, time
 
 fw, n, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -412,6 +414,10 @@ for i in range(n):
                 sys.exit("start %d: /_/health not 200 within 5 s" % i)
             time.sleep(0.0002)
         t2 = time.perf_counter()
+        if i == 0:
+            time.sleep(1)
+            with open("/proc/%d/status" % p.pid) as f:
+                rss_kb = [l.split()[1] for l in f if l.startswith("VmRSS:")][0]
         listen_ms.append((t1 - t0) * 1000)
         health_ms.append((t2 - t0) * 1000)
     finally:
@@ -421,14 +427,25 @@ for i in range(n):
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate()
-print("listen_ms=%.2f health_ms=%.2f" % (statistics.median(listen_ms), statistics.median(health_ms)))
+print("listen_ms=%.2f health_ms=%.2f rss_kb=%s" % (statistics.median(listen_ms),
+                                                  statistics.median(health_ms), rss_kb))
 PYEOF
-)
+}
+READY_OUT=$(ready_figures "$FWATCHDOG")
 READY_RC=$?
 READY_LISTEN=$(sed -nE 's/.*listen_ms=([0-9.]+).*/\1/p' <<<"$READY_OUT")
 READY_HEALTH=$(sed -nE 's/.*health_ms=([0-9.]+).*/\1/p' <<<"$READY_OUT")
 if [ "$READY_RC" != 0 ] || [ -z "$READY_HEALTH" ]; then
     note_fail "exec-to-ready: $READY_OUT"
+fi
+
+# 3b. the same figures for the static release binary, when it was built (make static).
+STATIC_READY=
+if [ -n "${FWATCHDOG_STATIC:-}" ] && [ -x "$FWATCHDOG_STATIC" ]; then
+    echo "bench: exec-to-ready x $STARTS (static)" >&2
+    STATIC_OUT=$(ready_figures "$FWATCHDOG_STATIC")
+    STATIC_READY=$(sed -nE 's/.*health_ms=([0-9.]+) rss_kb=([0-9]+).*/\1 ms, idle RSS \2 KiB/p' <<<"$STATIC_OUT")
+    [ -n "$STATIC_READY" ] || note_fail "exec-to-ready (static): $STATIC_OUT"
 fi
 
 # 4. streaming echo of $ECHO_MIB MiB through cat: send and receive at once, on a fresh watchdog.
@@ -594,6 +611,9 @@ echo "|---|---:|"
 echo "| idle RSS, streaming (VmRSS 1 s after start) | $(kib_to_mib "$IDLE_RSS") MiB |"
 echo "| exec → \`Listening on port\` (median of $STARTS) | ${READY_LISTEN:-FAILED} ms |"
 echo "| exec → first 200 from \`GET /_/health\` (median of $STARTS) | ${READY_HEALTH:-FAILED} ms |"
+if [ -n "${FWATCHDOG_STATIC:-}" ]; then
+    echo "| static build (make static): exec → first 200, idle RSS | ${STATIC_READY:-FAILED} |"
+fi
 echo "| $ECHO_MIB MiB echo through cat, streaming | $ECHO_RATE MiB/s |"
 echo "| peak RSS after the echo (VmHWM) | $ECHO_HWM MiB |"
 echo
