@@ -30,7 +30,8 @@
 #include "warmproto.h"
 
 #define LINE_MAX_BYTES (256u << 20) /* one answer line; beyond it the worker is replaced */
-#define NOACK_READY_MS 20           /* actionloop without ack: alive this long counts as ready */
+#define MAX_WORKERS 1024
+#define NOACK_READY_MS 20 /* actionloop without ack: alive this long counts as ready */
 
 struct warm;
 struct worker;
@@ -72,6 +73,7 @@ struct worker {
     char **argv; /* nuclio: fprocess with {socket} substituted */
     char sock_path[108];
     char sock_env[140]; /* FWATCHDOG_SOCKET=<sock_path> */
+    char name[24];      /* "worker 2", for supervise.c's log lines */
     char **envp;        /* nuclio: w->envp plus sock_env (owned array) */
 };
 
@@ -541,8 +543,6 @@ static void on_state(void *arg, bool is_up, bool is_final)
     wk->is_up = is_up;
     wk->was_up |= is_up;
     wk->is_final = is_final;
-    if (is_up)
-        wd_log_info("warm worker %d ready pid=%d", wk->index, (int)wk->pid);
     update_ready(wk->w);
     if (is_up)
         dispatch(wk->w);
@@ -805,8 +805,13 @@ static int start(struct wd_app *app, void **state)
         wd_log_error("mode warm: fprocess is required");
         return UV_EINVAL;
     }
+    if (cfg->workers < 1 || cfg->workers > MAX_WORKERS) {
+        wd_log_error("mode warm: workers must be from 1 to %d, not %llu", MAX_WORKERS,
+                     (unsigned long long)cfg->workers);
+        return UV_EINVAL;
+    }
     struct warm *w = calloc(1, sizeof *w);
-    size_t n = cfg->workers > 0 ? (size_t)cfg->workers : 1;
+    size_t n = (size_t)cfg->workers;
     if (w == NULL || (w->workers = calloc(n, sizeof *w->workers)) == NULL) {
         free(w);
         return UV_ENOMEM;
@@ -833,6 +838,7 @@ static int start(struct wd_app *app, void **state)
         struct worker *wk = &w->workers[i];
         wk->w = w;
         wk->index = (int)i;
+        snprintf(wk->name, sizeof wk->name, "worker %d", wk->index);
         if (!w->is_nuclio)
             continue;
         int len = snprintf(wk->sock_path, sizeof wk->sock_path, "%s/fwatchdog-%d-%zu.sock", tmp,
@@ -862,6 +868,7 @@ static int start(struct wd_app *app, void **state)
         }
         struct wd_supervise_opts o = {
             .app = app,
+            .name = wk->name,
             .argv = wk->argv,
             .envp = wk->envp != NULL ? wk->envp : w->envp,
             .is_member = true,

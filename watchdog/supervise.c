@@ -45,6 +45,8 @@ struct wd_supervise {
     const struct wd_config *cfg;
     struct wd_supervise_opts o;
     char *path;       /* resolved fprocess argv[0] */
+    char *cmdline;    /* the argv joined by spaces, for the log */
+    const char *name; /* "upstream", "worker 2": for the log */
     struct run *runs; /* the live one first; older ones only while their pipes drain */
     struct run *cur;  /* the process now running, or NULL */
     uv_timer_t probe_timer, restart_timer, kill_timer;
@@ -148,7 +150,7 @@ void wd_supervise_probe_done(struct wd_supervise *sv, bool is_ok)
         arm_probe(sv, PROBE_EVERY_MS);
         return;
     }
-    wd_log_info("upstream ready pid=%d after_ms=%llu", (int)sv->cur->pid,
+    wd_log_info("%s ready pid=%d after_ms=%llu", sv->name, (int)sv->cur->pid,
                 (unsigned long long)(uv_now(sv->app->loop) - sv->started_ms));
     set_ready(sv, true);
     sv->o.on_state(sv->o.arg, true, false);
@@ -222,7 +224,7 @@ static int spawn(struct wd_supervise *sv)
     sv->cur = r;
     sv->started_ms = uv_now(sv->app->loop);
     wd_metrics_child_started(sv->app->metrics);
-    wd_log_info("Forking: %s pid=%d", cfg->fprocess, (int)pid);
+    wd_log_info("Forking: %s pid=%d", sv->cmdline, (int)pid);
     arm_probe(sv, 0);
     return 0;
 fail:
@@ -295,11 +297,11 @@ static void on_child_exit(void *arg, int exit_status, int term_signal)
         bool is_recycled = sv->is_recycling;
         sv->is_recycling = false;
         if (is_recycled && !sv->is_stopping && !sv->app->is_shutting_down) {
-            wd_log_info("replacing killed worker pid=%d", (int)r->pid);
+            wd_log_info("replacing killed %s pid=%d", sv->name, (int)r->pid);
             sv->o.on_state(sv->o.arg, false, false);
             uv_timer_start(&sv->restart_timer, on_restart_timer, 0, 0);
         } else if (sv->is_stopping) {
-            wd_log_info("upstream stopped pid=%d: %s", (int)r->pid, what);
+            wd_log_info("%s stopped pid=%d: %s", sv->name, (int)r->pid, what);
         } else {
             wd_log_error("Forked function has terminated: %s pid=%d", what, (int)r->pid);
             int code = exit_status >= 0 ? exit_status : 128 + term_signal;
@@ -316,7 +318,8 @@ static void on_child_exit(void *arg, int exit_status, int term_signal)
                 uint64_t up = uv_now(sv->app->loop) - sv->started_ms;
                 if (up >= STABLE_MS)
                     sv->backoff_ms = BACKOFF_MIN_MS;
-                wd_log_info("restarting upstream in %llums", (unsigned long long)sv->backoff_ms);
+                wd_log_info("restarting %s in %llums", sv->name,
+                            (unsigned long long)sv->backoff_ms);
                 sv->o.on_state(sv->o.arg, false, false);
                 uv_timer_start(&sv->restart_timer, on_restart_timer, sv->backoff_ms, 0);
                 sv->backoff_ms =
@@ -325,6 +328,25 @@ static void on_child_exit(void *arg, int exit_status, int term_signal)
         }
     }
     run_maybe_free(r);
+}
+
+static char *join_argv(char *const *argv)
+{
+    size_t len = 1;
+    for (size_t i = 0; argv[i] != NULL; i++)
+        len += strlen(argv[i]) + 1;
+    char *s = malloc(len), *p = s;
+    if (s == NULL)
+        return NULL;
+    for (size_t i = 0; argv[i] != NULL; i++) {
+        size_t n = strlen(argv[i]);
+        if (i > 0)
+            *p++ = ' ';
+        memcpy(p, argv[i], n);
+        p += n;
+    }
+    *p = '\0';
+    return s;
 }
 
 int wd_supervise_start(struct wd_supervise **out, const struct wd_supervise_opts *o)
@@ -336,6 +358,11 @@ int wd_supervise_start(struct wd_supervise **out, const struct wd_supervise_opts
     sv->cfg = o->app->cfg;
     sv->o = *o;
     sv->backoff_ms = BACKOFF_MIN_MS;
+    sv->name = o->name != NULL ? o->name : "upstream";
+    if ((sv->cmdline = join_argv(o->argv != NULL ? o->argv : sv->cfg->fprocess_argv)) == NULL) {
+        free(sv);
+        return UV_ENOMEM;
+    }
     uv_loop_t *loop = sv->app->loop;
     uv_timer_init(loop, &sv->probe_timer);
     uv_timer_init(loop, &sv->restart_timer);
@@ -397,6 +424,7 @@ static void on_timer_closed(uv_handle_t *h)
     wd_done_cb done = sv->stop_done;
     void *arg = sv->stop_arg;
     free(sv->path);
+    free(sv->cmdline);
     free(sv);
     if (done != NULL)
         done(arg);
@@ -416,7 +444,7 @@ static void on_kill_timer(uv_timer_t *t)
 {
     struct wd_supervise *sv = t->data;
     if (sv->cur != NULL) {
-        wd_log_warn("upstream pid=%d still running after shutdown_grace: SIGKILL",
+        wd_log_warn("%s pid=%d still running after shutdown_grace: SIGKILL", sv->name,
                     (int)sv->cur->pid);
         wd_metrics_child_killed(sv->app->metrics);
         wd_child_kill_group(sv->cur->pid, SIGKILL);
@@ -432,7 +460,7 @@ void wd_supervise_stop(struct wd_supervise *sv, wd_done_cb done, void *arg)
     uv_timer_stop(&sv->restart_timer);
     set_ready(sv, false);
     if (sv->cur != NULL) {
-        wd_log_info("stopping upstream pid=%d: SIGTERM", (int)sv->cur->pid);
+        wd_log_info("stopping %s pid=%d: SIGTERM", sv->name, (int)sv->cur->pid);
         wd_child_kill_group(sv->cur->pid, SIGTERM);
         uv_timer_start(&sv->kill_timer, on_kill_timer,
                        sv->cfg->shutdown_grace_ms > 0 ? sv->cfg->shutdown_grace_ms : 1, 0);

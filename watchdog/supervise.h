@@ -16,6 +16,7 @@ struct wd_supervise; /* opaque */
 
 struct wd_supervise_opts {
     struct wd_app *app;
+    const char *name;  /* for the log (borrowed; NULL: "upstream") */
     char *const *argv; /* NULL: the fprocess argv */
     char *const *envp; /* NULL: the watchdog's environment */
     bool is_member;    /* one of a pool: readiness goes to on_state only, not to the app */
