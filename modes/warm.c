@@ -225,8 +225,10 @@ static void worker_recycle(struct worker *wk, const char *why)
         job->wk = NULL;
         job_maybe_free(job);
     }
-    if (wk->ch != NULL)
-        chan_close(wk->ch);
+    struct chan *ch = wk->ch;
+    wk->ch = NULL;
+    if (ch != NULL)
+        chan_close(ch);
     wd_supervise_set_call_id(wk->sv, NULL);
     wd_supervise_recycle(wk->sv);
 }
@@ -307,6 +309,7 @@ static void actionloop_line(struct worker *wk, const char *line, size_t len)
         wd_log_error("warm worker %d pid=%d: expected {\"ok\":true} on fd 3, got %.*s", wk->index,
                      (int)wk->pid, len > 200 ? 200 : (int)len, line);
         wd_child_kill_group(wk->pid, SIGKILL);
+        wk->ch = NULL;
         chan_close(ch);
     }
 }
@@ -456,6 +459,7 @@ static int prepare(void *arg, int fds[4])
         ch->is_acked = !w->cfg->warm_ack;
     }
     if (rc < 0) {
+        wk->ch = NULL;
         chan_close(ch);
         return rc;
     }
@@ -474,6 +478,7 @@ static void spawned(void *arg, pid_t pid)
         ch->child_fds[i] = -1;
     }
     if (pid < 0) {
+        wk->ch = NULL;
         chan_close(ch);
         return;
     }
@@ -488,8 +493,10 @@ static void exited(void *arg)
     if (ch != NULL) {
         chan_drain(ch); /* may drop the channel itself (a bad answer) */
         // cppcheck-suppress knownConditionTrueFalse
-        if (wk->ch == ch)
+        if (wk->ch == ch) {
+            wk->ch = NULL;
             chan_close(ch);
+        }
     }
     struct job *job = wk->job;
     if (job != NULL) {
