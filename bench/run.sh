@@ -38,37 +38,9 @@ NGX_PID=    # the nginx test instance, while it runs
 NGX_PORT=
 NGX_RC=0
 
-note_fail() {
-    FAILS+=("$*")
-    echo "bench: FAILED: $*" >&2
-}
-
-is_live() { # pid: running and not a zombie
-    [ -r "/proc/$1/stat" ] || return 1
-    local st
-    st=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ "$st" != Z ] && [ "$st" != X ]
-}
-
-# SIGTERM, wait up to 5 s, then SIGKILL; reap. Prints nothing; sets STOP_RC.
-stop_wd() {
-    local pid=$1 i
-    STOP_RC=0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        is_live "$pid" || break
-        sleep 0.05
-    done
-    if is_live "$pid"; then
-        echo "bench: watchdog $pid still alive 5 s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-    STOP_RC=$?
-    local keep=()
-    for i in "${PIDS[@]}"; do [ "$i" != "$pid" ] && keep+=("$i"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # SIGQUIT (graceful) to the nginx test instance, wait up to 5 s, then SIGKILL; reap. Sets NGX_RC.
 stop_nginx() {
@@ -313,9 +285,6 @@ done
 # 2b. metrics and JSON log overhead, streaming: (a) metrics_port=0 and text logs, (b) a metrics
 # listener (scraped once per run) and text logs, (c) a metrics listener and log_format=json.
 # Interleaved a b c a b c; the run with more req/s of each pair is kept, with its own p50/p99.
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 OVH_CONFIGS=(a b c)
 declare -A OVH_NAME=([a]="metrics off, text logs" [b]="metrics on, text logs" [c]="metrics on, JSON logs")
 declare -A O_RPS O_P50 O_P99 O_ERRS O_ALL O_SCRAPE

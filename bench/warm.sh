@@ -30,35 +30,9 @@ PIDS=()  # watchdogs started and not yet reaped
 FAILS=()
 WRK_PID=
 
-note_fail() {
-    FAILS+=("$*")
-    echo "bench/warm: FAILED: $*" >&2
-}
-
-is_live() {
-    [ -r "/proc/$1/stat" ] || return 1
-    local st
-    st=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ "$st" != Z ] && [ "$st" != X ]
-}
-
-# SIGTERM, wait up to 5 s, SIGKILL; reap. Sets STOP_RC.
-stop_wd() {
-    local pid=$1 i keep=()
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        is_live "$pid" || break
-        sleep 0.05
-    done
-    if is_live "$pid"; then
-        echo "bench/warm: watchdog $pid still alive 5 s after SIGTERM: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-    STOP_RC=$?
-    for i in "${PIDS[@]}"; do [ "$i" != "$pid" ] && keep+=("$i"); done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
+BENCH_NAME=bench/warm
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 # shellcheck disable=SC2317 # called through trap
 cleanup() {
@@ -70,10 +44,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # start_wd NAME VAR=VALUE...: start a watchdog, wait for "Listening on port: N" and a 200 from
 # /_/health (15 s: interpreters start slowly on a busy machine). Sets WD_PID WD_PORT WD_LOG.

@@ -67,6 +67,19 @@ def free_port():
     return port
 
 
+def wait_out_or_log(w, regex, timeout=3.0):
+    """A handler's output line, relayed on the watchdog's stdout (stdout lines) or its stderr."""
+    rx = re.compile(regex)
+    deadline = time.monotonic() + timeout
+    while True:
+        with w.cond:
+            if any(rx.search(x) for x in w.out + w.logs):
+                return
+        assert time.monotonic() < deadline, (
+            f"no line matching {regex!r}; stdout: {w.out[-20:]}\nstderr:\n" + w.log_text()[-3000:])
+        time.sleep(0.02)
+
+
 def new_marker():
     return "fwdmark-" + uuid.uuid4().hex
 

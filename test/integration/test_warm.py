@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import BIN, LOG_TS, PATH, Client, free_port, fx, proc_status, request, wait_no_procs
+from conftest import (BIN, LOG_TS, PATH, Client, free_port, fx, proc_status, request,
+                      wait_no_procs, wait_out_or_log)
 
 
 def start_warm(wd, fixture="warm_actionloop.py", wait_ready=True, **env):
@@ -82,19 +83,6 @@ def wait_count(w, regex, n, timeout=3.0):
             f"fewer than {n} lines matching {regex!r}:\n" + w.log_text()[-3000:])
         time.sleep(0.02)
 
-
-def wait_out_or_log(w, regex, timeout=3.0):
-    """A worker stdout line: on the watchdog's stdout (as mode http) or its stderr."""
-    rx = re.compile(regex)
-    deadline = time.monotonic() + timeout
-    while True:
-        with w.cond:
-            if any(rx.search(x) for x in w.out + w.logs):
-                return
-        assert time.monotonic() < deadline, (
-            f"no line matching {regex!r} on stdout or stderr; stdout: {w.out[-20:]}\n"
-            "stderr:\n" + w.log_text()[-3000:])
-        time.sleep(0.02)
 
 
 def metric(port, name):

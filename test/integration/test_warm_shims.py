@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, ROOT, request
+from conftest import FIXTURES, ROOT, request, wait_out_or_log
 
 SHIMS = {
     "py": ("python3", ROOT / "templates" / "python3-warm" / "index.py"),
@@ -52,18 +52,6 @@ def start_warm(wd, shape, workers=1, **env):
     assert r.status == 200, f"never ready: {r!r}\n" + w.log_text()
     return w
 
-
-def wait_out_or_log(w, regex, timeout=3.0):
-    """The watchdog logs worker stdout lines on its stdout or its stderr: either will do."""
-    rx = re.compile(regex)
-    deadline = time.monotonic() + timeout
-    while True:
-        with w.cond:
-            if any(rx.search(x) for x in w.out + w.logs):
-                return
-        assert time.monotonic() < deadline, (
-            f"no line matching {regex!r}; stdout: {w.out[-20:]}\nstderr:\n" + w.log_text()[-3000:])
-        time.sleep(0.02)
 
 
 def count(w):
