@@ -99,12 +99,16 @@ static void maybe_finish_stop(struct warm *w);
 
 /* ---- jobs -------------------------------------------------------------------------------- */
 
-static void on_job_timer_closed(uv_handle_t *h)
+static void job_free(struct job *job)
 {
-    struct job *job = h->data;
     struct warm *w = job->w;
     free(job);
     maybe_finish_stop(w);
+}
+
+static void on_job_timer_closed(uv_handle_t *h)
+{
+    job_free(h->data);
 }
 
 static void job_unqueue(struct job *job)
@@ -133,7 +137,7 @@ static void job_maybe_free(struct job *job)
     if (job->has_timer)
         uv_close((uv_handle_t *)&job->timer, on_job_timer_closed);
     else
-        on_job_timer_closed((uv_handle_t *)&job->timer);
+        job_free(job);
 }
 
 static void job_send(struct job *job, int status, const struct wd_header *extra, size_t nextra,
@@ -145,15 +149,21 @@ static void job_send(struct job *job, int status, const struct wd_header *extra,
     job->req = NULL;
     if (job->has_timer)
         uv_timer_stop(&job->timer);
-    struct wd_header h[64];
-    size_t n = 0;
+    struct wd_header few[16], *h = few;
+    if (nextra + 1 > WD_ARRAY_LEN(few) && (h = malloc((nextra + 1) * sizeof *h)) == NULL) {
+        req->mode_data = NULL;
+        wd_res_send(req, 500, NULL, 0, "out of memory\n", 14);
+        return;
+    }
     char dur[32];
     snprintf(dur, sizeof dur, "%f", (double)(uv_hrtime() - req->start_ns) / 1e9);
-    h[n++] = (struct wd_header){"X-Duration-Seconds", dur};
-    for (size_t i = 0; i < nextra && n < WD_ARRAY_LEN(h); i++)
-        h[n++] = extra[i];
+    h[0] = (struct wd_header){"X-Duration-Seconds", dur};
+    if (nextra > 0)
+        memcpy(h + 1, extra, nextra * sizeof *h);
     req->mode_data = NULL;
-    wd_res_send(req, status, h, n, body, len);
+    wd_res_send(req, status, h, nextra + 1, body, len);
+    if (h != few)
+        free(h);
 }
 
 /* An error answer: a short text body, and the reason for the request's log line. */

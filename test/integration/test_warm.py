@@ -235,6 +235,19 @@ def test_state_survives_between_calls(wd):
     assert len({d["pid"] for d in docs}) == 1
 
 
+def test_no_deadline_and_many_headers(wd):
+    # exec_timeout=0: no deadline timer at all; a worker's 150 headers all reach the client
+    w = start_warm(wd, exec_timeout="0")
+    for _ in range(2):
+        r = request(w.port, "GET", "/manyhdr?n=150")
+        assert r.status == 200, r
+        assert r.body == b"many"
+        for i in (0, 77, 149):
+            assert r.header(f"X-H-{i}") == str(i)
+    doc = ok_json(request(w.port, "GET", "/count"))
+    assert doc["count"] == 3
+
+
 def test_node_worker(wd):
     w = start_warm(wd, fixture="warm_actionloop.js", OPENFAAS_NAME="myfn",
                    OPENFAAS_NAMESPACE="myns")
