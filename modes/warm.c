@@ -99,16 +99,12 @@ static void maybe_finish_stop(struct warm *w);
 
 /* ---- jobs -------------------------------------------------------------------------------- */
 
-static void job_free(struct job *job)
+static void on_job_timer_closed(uv_handle_t *h)
 {
+    struct job *job = h->data;
     struct warm *w = job->w;
     free(job);
     maybe_finish_stop(w);
-}
-
-static void on_job_timer_closed(uv_handle_t *h)
-{
-    job_free(h->data);
 }
 
 static void job_unqueue(struct job *job)
@@ -126,6 +122,21 @@ static void job_unqueue(struct job *job)
     wd_metrics_queue(w->app->metrics, -1);
 }
 
+/* The oldest waiting request, taken off the queue; NULL when none waits. */
+static struct job *queue_pop(struct warm *w)
+{
+    struct job *job = w->queue;
+    if (job == NULL)
+        return NULL;
+    w->queue = job->qnext;
+    if (w->queue == NULL)
+        w->queue_tail = &w->queue;
+    job->qnext = NULL;
+    job->is_queued = false;
+    wd_metrics_queue(w->app->metrics, -1);
+    return job;
+}
+
 /* Once nobody needs it: no request, no worker. */
 static void job_maybe_free(struct job *job)
 {
@@ -134,10 +145,13 @@ static void job_maybe_free(struct job *job)
     job_unqueue(job);
     WD_LIST_REMOVE(job->w->jobs, job);
     wd_buf_free(&job->body);
+    /* Freed in place only without a timer; then the stop, if one runs, is finished by the
+     * close callbacks still pending (the worker's channel, its supervisor), never from here:
+     * callers walk lists of w. */
     if (job->has_timer)
         uv_close((uv_handle_t *)&job->timer, on_job_timer_closed);
     else
-        job_free(job);
+        free(job);
 }
 
 static void job_send(struct job *job, int status, const struct wd_header *extra, size_t nextra,
@@ -545,9 +559,8 @@ static void update_ready(struct warm *w)
     }
     if (nfinal == w->nworkers) {
         /* Nobody will serve them. */
-        while (w->queue != NULL) {
-            struct job *job = w->queue;
-            job_unqueue(job);
+        struct job *job;
+        while ((job = queue_pop(w)) != NULL) {
             job_fail(job, 503, "no function worker is running");
             job_maybe_free(job);
         }
@@ -636,8 +649,7 @@ static void dispatch(struct warm *w)
         w->dispatch_again = false;
         struct worker *wk;
         while (w->queue != NULL && !w->is_stopping && (wk = idle_worker(w)) != NULL) {
-            struct job *job = w->queue;
-            job_unqueue(job);
+            struct job *job = queue_pop(w);
             int rc = worker_send(wk, job);
             if (rc < 0) {
                 wd_log_error("warm worker %d pid=%d: send: %s", wk->index, (int)wk->pid,

@@ -154,38 +154,94 @@ static cJSON *add_text(cJSON *obj, const char *key, const char *s, size_t len)
     return item;
 }
 
+/* Grouping by name in O(n log n): a client may send a hundred thousand headers or query
+ * pairs, and a pairwise scan would stall the loop for minutes. */
+struct named {
+    const char *name;
+    size_t i; /* position in the input */
+};
+
+struct group {
+    size_t first;      /* input position of the group's first entry */
+    size_t start, end; /* its entries in the sorted array, in input order */
+};
+
+static int cmp_icase(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    int r = strcasecmp(x->name, y->name);
+    return r != 0 ? r : (x->i > y->i) - (x->i < y->i);
+}
+
+static int cmp_exact(const void *a, const void *b)
+{
+    const struct named *x = a, *y = b;
+    int r = strcmp(x->name, y->name);
+    return r != 0 ? r : (x->i > y->i) - (x->i < y->i);
+}
+
+static int cmp_first(const void *a, const void *b)
+{
+    const struct group *x = a, *y = b;
+    return (x->first > y->first) - (x->first < y->first);
+}
+
+/* Sort e (n entries) by name and return the groups of equal names in order of first
+ * appearance (*ngroups of them; malloc'ed), or NULL when out of memory. */
+static struct group *group_names(struct named *e, size_t n, bool icase, size_t *ngroups)
+{
+    struct group *g = malloc((n > 0 ? n : 1) * sizeof *g);
+    if (g == NULL)
+        return NULL;
+    qsort(e, n, sizeof *e, icase ? cmp_icase : cmp_exact);
+    size_t k = 0;
+    for (size_t i = 0; i < n; k++) {
+        size_t j = i + 1;
+        while (j < n &&
+               (icase ? strcasecmp(e[j].name, e[i].name) : strcmp(e[j].name, e[i].name)) == 0)
+            j++;
+        g[k] = (struct group){e[i].i, i, j};
+        i = j;
+    }
+    qsort(g, k, sizeof *g, cmp_first);
+    *ngroups = k;
+    return g;
+}
+
 /* Header values joined by ", " per name (names compared case-insensitively), in first-seen
- * order; lower-cased names for actionloop, as sent for Nuclio. */
+ * order; lower-cased names for actionloop, as sent (first spelling) for Nuclio. */
 static int add_headers(cJSON *obj, const struct wd_http1_head *h, bool lower)
 {
-    for (size_t i = 0; i < h->nheaders; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = strcasecmp(h->headers[j].name, h->headers[i].name) == 0;
-        if (seen)
-            continue;
-        struct wd_buf v;
-        wd_buf_init(&v, 0);
-        int rc = 0;
-        for (size_t j = i; j < h->nheaders; j++) {
-            if (strcasecmp(h->headers[j].name, h->headers[i].name) != 0)
-                continue;
-            if (v.len > 0)
+    size_t n = h->nheaders, ng = 0;
+    struct named *e = malloc((n > 0 ? n : 1) * sizeof *e);
+    if (e == NULL)
+        return UV_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        e[i] = (struct named){h->headers[i].name, i};
+    struct group *g = group_names(e, n, true, &ng);
+    int rc = g == NULL ? UV_ENOMEM : 0;
+    struct wd_buf v;
+    wd_buf_init(&v, 0);
+    for (size_t k = 0; k < ng && rc == 0; k++) {
+        v.len = 0;
+        for (size_t j = g[k].start; j < g[k].end; j++) {
+            const char *val = h->headers[e[j].i].value;
+            if (j > g[k].start)
                 rc |= wd_buf_append(&v, ", ", 2);
-            rc |= wd_buf_append(&v, h->headers[j].value, strlen(h->headers[j].value));
+            rc |= wd_buf_append(&v, val, strlen(val));
         }
         rc |= wd_buf_append(&v, "", 1);
         char name[256];
-        snprintf(name, sizeof name, "%s", h->headers[i].name);
+        snprintf(name, sizeof name, "%s", h->headers[g[k].first].name);
         for (char *p = name; lower && *p; p++)
             *p = (char)tolower((unsigned char)*p);
         if (rc == 0 && add_text(obj, name, v.data, v.len - 1) == NULL)
             rc = UV_ENOMEM;
-        wd_buf_free(&v);
-        if (rc < 0)
-            return UV_ENOMEM;
     }
-    return 0;
+    wd_buf_free(&v);
+    free(g);
+    free(e);
+    return rc < 0 ? UV_ENOMEM : 0;
 }
 
 static int finish(cJSON *root, struct wd_buf *out)
@@ -255,56 +311,76 @@ nomem:
     return UV_ENOMEM;
 }
 
-/* Query string to a map: '+' and %XX decoded; a pair that does not decode to text is kept
- * as sent. The first value of a repeated key wins, as Nuclio's fields. */
+/* One query component, '+' and %XX decoded; kept as sent when the result is not text. */
+static char *query_part(const char *p, size_t len)
+{
+    char *d = malloc(len + 1);
+    if (d == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t j = 0; j < len; j++) {
+        char c = p[j];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && j + 2 < len && isxdigit((unsigned char)p[j + 1]) &&
+                   isxdigit((unsigned char)p[j + 2])) {
+            char hex[3] = {p[j + 1], p[j + 2], 0};
+            c = (char)strtol(hex, NULL, 16);
+            j += 2;
+        }
+        d[o++] = c;
+    }
+    d[o] = '\0';
+    if (!wd_utf8_is_valid(d, o)) {
+        memcpy(d, p, len);
+        d[len] = '\0';
+    }
+    return d;
+}
+
+/* Query string to a map. The first value of a repeated key wins, as Nuclio's fields; keys
+ * are case-sensitive; a pair with an empty key is left out. */
 static int add_fields(cJSON *obj, const char *q)
 {
-    while (*q != '\0') {
-        size_t n = strcspn(q, "&");
-        const char *eq = memchr(q, '=', n);
-        size_t klen = eq != NULL ? (size_t)(eq - q) : n;
-        char *k = malloc(n + 1), *v = malloc(n + 1);
-        if (k == NULL || v == NULL) {
-            free(k);
-            free(v);
-            return UV_ENOMEM;
+    size_t cap = 1, n = 0, ng = 0;
+    for (const char *p = q; *p != '\0'; p++)
+        cap += *p == '&';
+    char **keys = calloc(cap, sizeof *keys), **vals = calloc(cap, sizeof *vals);
+    struct named *e = malloc(cap * sizeof *e);
+    struct group *g = NULL;
+    int rc = keys == NULL || vals == NULL || e == NULL ? UV_ENOMEM : 0;
+    while (rc == 0 && *q != '\0') {
+        size_t len = strcspn(q, "&");
+        const char *eq = memchr(q, '=', len);
+        size_t klen = eq != NULL ? (size_t)(eq - q) : len;
+        if (klen > 0) {
+            keys[n] = query_part(q, klen);
+            vals[n] = eq != NULL ? query_part(eq + 1, len - klen - 1) : strdup("");
+            if (keys[n] == NULL || vals[n] == NULL)
+                rc = UV_ENOMEM;
+            e[n] = (struct named){keys[n], n};
+            n++;
         }
-        const char *parts[2] = {q, eq != NULL ? eq + 1 : q + n};
-        size_t lens[2] = {klen, eq != NULL ? n - klen - 1 : 0};
-        char *dst[2] = {k, v};
-        for (int i = 0; i < 2; i++) {
-            size_t o = 0;
-            for (size_t j = 0; j < lens[i]; j++) {
-                char c = parts[i][j];
-                if (c == '+') {
-                    c = ' ';
-                } else if (c == '%' && j + 2 < lens[i] &&
-                           isxdigit((unsigned char)parts[i][j + 1]) &&
-                           isxdigit((unsigned char)parts[i][j + 2])) {
-                    char hex[3] = {parts[i][j + 1], parts[i][j + 2], 0};
-                    c = (char)strtol(hex, NULL, 16);
-                    j += 2;
-                }
-                dst[i][o++] = c;
-            }
-            dst[i][o] = '\0';
-            if (!wd_utf8_is_valid(dst[i], o)) {
-                memcpy(dst[i], parts[i], lens[i]);
-                dst[i][lens[i]] = '\0';
-            }
-        }
-        int rc = 0;
-        if (k[0] != '\0' && !cJSON_HasObjectItem(obj, k))
-            rc = add_text(obj, k, v, strlen(v)) == NULL ? UV_ENOMEM : 0;
-        free(k);
-        free(v);
-        if (rc < 0)
-            return rc;
-        q += n;
+        q += len;
         if (*q == '&')
             q++;
     }
-    return 0;
+    if (rc == 0 && (g = group_names(e, n, false, &ng)) == NULL)
+        rc = UV_ENOMEM;
+    for (size_t k = 0; k < ng && rc == 0; k++) {
+        const char *v = vals[g[k].first];
+        if (add_text(obj, keys[g[k].first], v, strlen(v)) == NULL)
+            rc = UV_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i]);
+        free(vals[i]);
+    }
+    free(keys);
+    free(vals);
+    free(e);
+    free(g);
+    return rc;
 }
 
 int wd_warm_encode_nuclio(struct wd_buf *out, const struct wd_warm_event *ev)

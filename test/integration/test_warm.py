@@ -248,6 +248,35 @@ def test_no_deadline_and_many_headers(wd):
     assert doc["count"] == 3
 
 
+@pytest.mark.parametrize("fixture", ["warm_actionloop.py", "warm_nuclio.py"])
+def test_many_header_names_and_query_keys_stay_fast(wd, fixture):
+    # 30000 distinct header names and query keys (under max_header_size together): grouping them must not be quadratic (a
+    # pairwise scan took minutes and blocked every other request)
+    w = start_warm(wd, fixture=fixture)
+    n = 30000
+    query = "&".join(f"k{i}={i}" for i in range(n)) + "&K0=upper&k0=second"
+    head = "".join(f"h{i}: {i}\r\n" for i in range(n))
+    raw = (f"GET /echo?{query} HTTP/1.1\r\nHost: x\r\n{head}X-Dup: a\r\nx-dup: b\r\n\r\n").encode()
+    t = time.monotonic()
+    with Client(w.port, timeout=10) as c:
+        c.send(raw)
+        r = c.read_response()
+    assert time.monotonic() - t < 5, "took too long"
+    doc = ok_json(r)
+    if "nuclio" in fixture:
+        ev = doc["event"]
+        hdrs, fields = ev["headers"], ev["fields"]
+        assert hdrs["h29999"] == "29999" and hdrs["X-Dup"] == "a, b"
+        assert fields["k0"] == "0" and fields["K0"] == "upper" and fields["k29999"] == "29999"
+        assert len(fields) == n + 1
+    else:
+        v = doc["got"]["value"]
+        hdrs = v["__ow_headers"]
+        assert hdrs["h29999"] == "29999" and hdrs["x-dup"] == "a, b"
+        assert v["__ow_query"] == query
+    assert len([k for k in hdrs if k.lower().startswith("h") and k[1:].isdigit()]) == n
+
+
 def test_node_worker(wd):
     w = start_warm(wd, fixture="warm_actionloop.js", OPENFAAS_NAME="myfn",
                    OPENFAAS_NAMESPACE="myns")

@@ -94,9 +94,9 @@ static struct wd_http1_head make_head(const char *query)
     return h;
 }
 
-static cJSON *encode(bool nuclio, const char *body, size_t len)
+static cJSON *encode_q(bool nuclio, const char *body, size_t len, const char *query)
 {
-    struct wd_http1_head h = make_head("x=1&y=two+words&z=%41");
+    struct wd_http1_head h = make_head(query);
     struct wd_warm_event ev = {
         .head = &h,
         .body = body,
@@ -117,6 +117,11 @@ static cJSON *encode(bool nuclio, const char *body, size_t len)
     ck_assert_ptr_nonnull(root);
     wd_buf_free(&out);
     return root;
+}
+
+static cJSON *encode(bool nuclio, const char *body, size_t len)
+{
+    return encode_q(nuclio, body, len, "x=1&y=two+words&z=%41");
 }
 
 static const char *str_at(const cJSON *o, const char *key)
@@ -174,6 +179,18 @@ START_TEST(nuclio_event)
                         1700000000.0);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "trigger");
     ck_assert_str_eq(str_at(t, "kind"), "http");
+    cJSON_Delete(root);
+
+    /* first value wins; keys are case-sensitive; an empty key is left out; order kept */
+    root = encode_q(true, "", 0, "b=1&a=1&A=2&a=3&=4&c&%FF=raw");
+    f = cJSON_GetObjectItemCaseSensitive(root, "fields");
+    ck_assert_int_eq(cJSON_GetArraySize(f), 5);
+    ck_assert_str_eq(f->child->string, "b");
+    ck_assert_str_eq(str_at(f, "a"), "1");
+    ck_assert_str_eq(str_at(f, "A"), "2");
+    ck_assert_str_eq(str_at(f, "c"), "");
+    ck_assert_str_eq(str_at(f, "%FF"), "raw"); /* not text once decoded: kept as sent */
+    ck_assert_str_eq(str_at(root, "body"), "");
     cJSON_Delete(root);
 }
 END_TEST
