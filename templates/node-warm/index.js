@@ -32,7 +32,7 @@ function log(msg) {
 // ---------------------------------------------------------------------------------------------
 // Answers
 
-// The watchdog's rule (CONTRACT.md): a string body with any other Content-Type is base64.
+// The watchdog's rule (README, "Mode warm"): a string body with any other Content-Type is base64.
 function isTextual(contentType) {
     const ct = String(contentType).toLowerCase();
     return ct.startsWith('text/') || ct.includes('json') || ct.includes('xml') ||

@@ -47,7 +47,7 @@ def log(msg):
 
 
 def is_textual(content_type):
-    """The watchdog's rule (CONTRACT.md): a string body with any other Content-Type is base64."""
+    """The watchdog's rule (README, "Mode warm"): a string body with any other Content-Type is base64."""
     ct = content_type.lower()
     return (ct.startswith("text/") or "json" in ct or "xml" in ct or "javascript" in ct
             or "application/x-www-form-urlencoded" in ct)
