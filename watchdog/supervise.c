@@ -359,7 +359,9 @@ int wd_supervise_start(struct wd_supervise **out, const struct wd_supervise_opts
     sv->o = *o;
     sv->backoff_ms = BACKOFF_MIN_MS;
     sv->name = o->name != NULL ? o->name : "upstream";
-    if ((sv->cmdline = join_argv(o->argv != NULL ? o->argv : sv->cfg->fprocess_argv)) == NULL) {
+    /* The fprocess setting as written, or the argv the caller built from it (warm's {socket}). */
+    sv->cmdline = o->argv != NULL ? join_argv(o->argv) : strdup(sv->cfg->fprocess);
+    if (sv->cmdline == NULL) {
         free(sv);
         return UV_ENOMEM;
     }
