@@ -6,7 +6,7 @@ BUILD ?= build
 LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
 PKGS := libuv libcjson
-DEB_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check node-llhttp python3 python3-pytest nodejs procps util-linux curl wrk
+DEB_PKGS := build-essential pkg-config libuv1-dev libcjson-dev check node-llhttp python3 python3-pytest python3-yaml nodejs procps util-linux curl wrk
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wstrict-prototypes -Wmissing-prototypes
 OPT ?= -O2 -g

@@ -1,9 +1,9 @@
 """Helpers for the template tests: run each templates/<name>/ handler under $FWATCHDOG as its
 Dockerfile would, without a container engine.
 
-Self-contained (standard library only): a Dockerfile reader (stages, ENV, WORKDIR, COPY, USER,
-ENTRYPOINT, HEALTHCHECK), a small YAML reader for the flat template.yml and the deploy/
-manifests, Go-style durations, and a watchdog runner that lays out the image's WORKDIR in a
+Self-contained (standard library, plus PyYAML from Debian's python3-yaml for template.yml and
+the deploy/ manifests): a Dockerfile reader (stages, ENV, WORKDIR, COPY, USER, ENTRYPOINT,
+HEALTHCHECK), Go-style durations, and a watchdog runner that lays out the image's WORKDIR in a
 temporary directory, starts the watchdog there and checks that it stops cleanly.
 
 How a template runs here, step by step (see `prepare` and `TemplateRun`):
@@ -34,6 +34,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
@@ -268,187 +269,9 @@ def map_workdir(value, workdir, local):
     return rx.sub(lambda m: str(local), value)
 
 
-# --------------------------------------------------------------------------------------------
-# A small YAML reader: block maps and sequences, plain/quoted scalars, | and > block scalars,
-# comments, `---` documents, and the empty flow collections [] and {}. Enough for template.yml
-# and the deploy/ manifests; anything else raises ValueError rather than guessing.
-
-# `key: value`: the key double-quoted (1), single-quoted (2) or plain (3); the value (4).
-_KEY = re.compile(
-    r"""^(?:"((?:[^"\\]|\\.)*)"|'((?:[^']|'')*)'"""
-    r"""|([^\s#'"\-?:,\[\]{}][^#]*?|-[^\s#][^#]*?))\s*:(?:\s+(.*))?$""")
-
-
-def _scalar(text, lineno):
-    text = text.strip()
-    if text.startswith('"'):
-        m = re.match(r'"((?:[^"\\]|\\.)*)"\s*(#.*)?$', text)
-        if not m:
-            raise ValueError(f"line {lineno}: bad double-quoted scalar {text!r}")
-        return json.loads('"' + m.group(1) + '"')
-    if text.startswith("'"):
-        m = re.match(r"'((?:[^']|'')*)'\s*(#.*)?$", text)
-        if not m:
-            raise ValueError(f"line {lineno}: bad single-quoted scalar {text!r}")
-        return m.group(1).replace("''", "'")
-    text = re.sub(r"(^|\s)#.*$", "", text).strip()
-    if text in ("[]", "{}"):
-        return [] if text == "[]" else {}
-    if text[:1] in ("[", "{", "&", "*", "!", "|", ">", "%", "@", "`"):
-        raise ValueError(f"line {lineno}: unsupported YAML {text!r}")
-    if text in ("", "~", "null", "Null", "NULL"):
-        return None
-    if text in ("true", "True", "TRUE"):
-        return True
-    if text in ("false", "False", "FALSE"):
-        return False
-    if re.fullmatch(r"[-+]?[0-9]+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", text):
-        return float(text)
-    return text
-
-
-class _Yaml:
-    def __init__(self, lines, first_lineno):
-        self.lines = lines
-        self.base = first_lineno
-        self.i = 0
-
-    def err(self, msg):
-        return ValueError(f"line {self.base + self.i}: {msg}")
-
-    def peek(self):
-        while self.i < len(self.lines):
-            s = self.lines[self.i]
-            st = s.strip()
-            if st and not st.startswith("#"):
-                if "\t" in s[: len(s) - len(s.lstrip())]:
-                    raise self.err("tab in indentation")
-                return len(s) - len(s.lstrip(" ")), st
-            self.i += 1
-        return None
-
-    @staticmethod
-    def is_item(st):
-        return st == "-" or st.startswith("- ")
-
-    def node(self, indent):
-        p = self.peek()
-        if p is None or p[0] < indent:
-            return None
-        return self.seq(p[0]) if self.is_item(p[1]) else self.map(p[0])
-
-    def map(self, ind):
-        out = {}
-        while True:
-            p = self.peek()
-            if p is None or p[0] < ind:
-                return out
-            if p[0] > ind:
-                raise self.err("unexpected indentation")
-            if self.is_item(p[1]):
-                return out
-            m = _KEY.match(p[1])
-            if not m:
-                raise self.err(f"expected `key: value`, got {p[1]!r}")
-            key = m.group(1) if m.group(1) is not None else (
-                m.group(2).replace("''", "'") if m.group(2) is not None else m.group(3).strip())
-            if m.group(1) is not None:
-                key = json.loads('"' + key + '"')
-            if key in out:
-                raise self.err(f"duplicate key {key!r}")
-            self.i += 1
-            out[key] = self.value(m.group(4) or "", ind)
-
-    def value(self, rest, ind):
-        rest = rest.strip()
-        if re.fullmatch(r"[|>][-+]?(\s+#.*)?", rest):
-            return self.block(ind, rest.split()[0])
-        if rest and not rest.startswith("#"):
-            return _scalar(rest, self.base + self.i - 1)
-        p = self.peek()
-        if p is not None and (p[0] > ind or (p[0] == ind and self.is_item(p[1]))):
-            return self.node(p[0])
-        return None
-
-    def seq(self, ind):
-        out = []
-        while True:
-            p = self.peek()
-            if p is None or p[0] < ind or not self.is_item(p[1]):
-                if p is not None and p[0] > ind:
-                    raise self.err("unexpected indentation")
-                return out
-            if p[0] > ind:
-                raise self.err("unexpected indentation")
-            st = p[1]
-            rest = st[1:].lstrip()
-            if not rest or rest.startswith("#"):
-                self.i += 1
-                out.append(self.node(ind + 1))
-            elif _KEY.match(rest) or self.is_item(rest):
-                # "- key: value": a map (or nested list) whose first line starts at rest's column
-                col = ind + (len(st) - len(rest))
-                self.lines[self.i] = " " * col + rest
-                out.append(self.node(col))
-            else:
-                self.i += 1
-                out.append(_scalar(rest, self.base + self.i - 1))
-
-    def block(self, ind, style):
-        raw = []
-        blk = None
-        while self.i < len(self.lines):
-            s = self.lines[self.i]
-            if not s.strip():
-                raw.append("")
-                self.i += 1
-                continue
-            cur = len(s) - len(s.lstrip(" "))
-            if cur <= ind:
-                break
-            if blk is None:
-                blk = cur
-            if cur < blk:
-                raise self.err("block scalar less indented than its first line")
-            raw.append(s[blk:])
-            self.i += 1
-        while raw and raw[-1] == "":
-            raw.pop()
-        if style.startswith(">"):
-            paras, cur = [], []
-            for line in raw:
-                if line == "":
-                    paras.append(" ".join(cur))
-                    cur = []
-                else:
-                    cur.append(line)
-            paras.append(" ".join(cur))
-            text = "\n".join(paras)
-        else:
-            text = "\n".join(raw)
-        if style.endswith("-") or not raw:
-            return text
-        return text + "\n"
-
-
 def parse_yaml(text):
     """[document] for every `---`-separated document (empty documents dropped)."""
-    docs, chunk, start = [], [], 1
-    lines = text.splitlines()
-    for n, line in enumerate(lines + ["---"], 1):
-        if re.fullmatch(r"---\s*(#.*)?", line) or (n == len(lines) + 1):
-            if any(s.strip() and not s.strip().startswith("#") for s in chunk):
-                y = _Yaml(chunk, start)
-                doc = y.node(0)
-                if y.peek() is not None:
-                    raise y.err("content left over (bad indentation?)")
-                docs.append(doc)
-            chunk, start = [], n + 1
-        else:
-            chunk.append(line)
-    return docs
+    return [d for d in yaml.safe_load_all(text) if d]
 
 
 # --------------------------------------------------------------------------------------------

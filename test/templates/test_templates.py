@@ -222,63 +222,6 @@ def test_dockerfile_reader(tmp_path):
         lay_out(stages, ctx, tmp_path / "app2")
 
 
-YAML = """\
-# top comment
-a: 1
-b: "two: 2"   # comment
-c: 'it''s'
-d: plain text # comment
-e: |
-  line one
-    indented
-
-  after blank
-f: >-
-  folded
-  text
-g:
-  - x
-  - k: v
-    k2: "8080"
-  -
-    deep: true
-  - []
-h:
-- name: one
-  value: "1"
-i: {}
-url: http://127.0.0.1:5000
----
-second: doc
-"""
-
-
-def test_yaml_reader():
-    docs = parse_yaml(YAML)
-    assert docs == [{
-        "a": 1, "b": "two: 2", "c": "it's", "d": "plain text",
-        "e": "line one\n  indented\n\nafter blank\n", "f": "folded text",
-        "g": ["x", {"k": "v", "k2": "8080"}, {"deep": True}, []],
-        "h": [{"name": "one", "value": "1"}], "i": {}, "url": "http://127.0.0.1:5000",
-    }, {"second": "doc"}]
-    for bad in ("a: 1\n  b: 2\n", "a: [1, 2]\n", "a: 1\na: 2\n", "a: &x 1\n"):
-        with pytest.raises(ValueError):
-            parse_yaml(bad)
-
-
-def _yaml_files():
-    files = [d / "template.yml" for d in sorted(TEMPLATES.iterdir())
-             if (d / "template.yml").is_file()]
-    return files + sorted(DEPLOY.glob("*.yaml"))
-
-
-def test_yaml_reader_agrees_with_pyyaml():
-    """When PyYAML happens to be installed, the small reader must read our files as it does."""
-    yaml = pytest.importorskip("yaml")
-    for f in _yaml_files():
-        assert parse_yaml(f.read_text()) == [d for d in yaml.safe_load_all(f.read_text()) if d], f
-
-
 def test_durations():
     assert parse_duration("30") == 30
     assert parse_duration("1m30s") == 90
