@@ -44,20 +44,10 @@ BENCH_NAME=bench
 
 # SIGQUIT (graceful) to the nginx test instance, wait up to 5 s, then SIGKILL; reap. Sets NGX_RC.
 stop_nginx() {
-    local i
     NGX_RC=0
     [ -n "$NGX_PID" ] || return 0
-    kill -QUIT "$NGX_PID" 2>/dev/null
-    for ((i = 0; i < 100; i++)); do
-        is_live "$NGX_PID" || break
-        sleep 0.05
-    done
-    if is_live "$NGX_PID"; then
-        echo "bench: nginx $NGX_PID still alive 5 s after SIGQUIT: SIGKILL" >&2
-        kill -KILL "$NGX_PID" 2>/dev/null
-    fi
-    wait "$NGX_PID" 2>/dev/null
-    NGX_RC=$?
+    stop_pid "$NGX_PID" QUIT nginx
+    NGX_RC=$STOP_RC
     NGX_PID=
 }
 
@@ -129,14 +119,6 @@ status_kib() { # pid field -> kB
 }
 kib_to_mib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }' || echo FAILED; }
 
-# wrk latency field (e.g. 812.00us, 1.20ms, 1.01s) -> ms
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        else if (u != "ms") { print "?"; exit }
-        printf "%.2f", n }'
-}
 # wrk latency field -> µs, rounded
 to_us() {
     awk -v v="$1" 'BEGIN {

@@ -78,15 +78,6 @@ start_wd() {
     return 1
 }
 
-# wrk latency field (812.00us, 1.20ms, 1.01s) -> ms
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        else if (u != "ms") { print "?"; exit }
-        printf "%.2f", n }'
-}
-
 # run_load NAME: one checked POST to the watchdog WD_PID/WD_PORT just started, then wrk. Stops
 # the watchdog. Sets W_RPS (FAILED when there is no result) W_P50 W_P99 W_ERRS.
 run_load() {
